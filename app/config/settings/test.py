@@ -1,10 +1,13 @@
-"""Tests: a real PostgreSQL (started by the test command), fast password hashing."""
+"""Tests: a real PostgreSQL started by tests/run-pytest.sh, fast password hashing."""
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production-" + "x" * 20)
+# pg_virtualenv exports the throwaway cluster as PG* variables.
+for name, pg_name in [("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")]:
+    if pg_name in os.environ:
+        os.environ.setdefault(f"DATABASE_{name}", os.environ[pg_name])
 
 from .base import *  # noqa: E402,F403
 
-DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]

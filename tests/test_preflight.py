@@ -1,0 +1,100 @@
+"""Bad settings fail in the preflight play, before any tier changes anything.
+
+site.yml runs against this machine through a local connection. The bad-value
+runs use --check as a safety net only: it is the preflight's asserts and
+argument specs that stop them, which the output shows (no tier play starts).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "memory_budget_total_mb": 2048,
+    }
+    groups = {group: {"hosts": {"preflight-target": host}} for group in ["database", "web", "workers"]}
+    inventory_dir = tmp_path / "inventory" / "preflight"
+    inventory_dir.mkdir(parents=True)
+    (inventory_dir / "hosts.json").write_text(json.dumps({"all": {"children": groups}}))
+    return inventory_dir
+
+
+def run_playbook(inventory, playbook, extra_vars, *options):
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), playbook, "-e", json.dumps(extra_vars), *options],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+BAD_SETTINGS = [
+    pytest.param({"swap_size_mb": "lots"}, ["swap_size_mb", "'lots'", "int"], id="swap-size-not-a-number"),
+    pytest.param(
+        {"postgresql_synchronous_commit": "maybe"},
+        ["postgresql_synchronous_commit", "maybe", "one of"],
+        id="synchronous-commit-not-a-choice",
+    ),
+    pytest.param(
+        {"nginx_domain": "shoestring.example.org"},
+        ["nginx_domain and nginx_acme_email go together"],
+        id="domain-without-acme-email",
+    ),
+    pytest.param(
+        {"postgresql_fsync": False},
+        ["postgresql_fsync and postgresql_full_page_writes must stay true", "corrupt"],
+        id="fsync-off",
+    ),
+    pytest.param(
+        {"postgresql_full_page_writes": False},
+        ["postgresql_fsync and postgresql_full_page_writes must stay true"],
+        id="full-page-writes-off",
+    ),
+    pytest.param(
+        {"memory_budget_overrides_mb": {"celery_bulk": 1500}},
+        ["memory budget over-committed", "celery_bulk (1500 MiB asked"],
+        id="memory-over-committed",
+    ),
+    pytest.param(
+        {"base_firewall_allowed_tcp_ports": [80, 443]},
+        ["base_firewall_allowed_tcp_ports", "include 22"],
+        id="firewall-without-ssh",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("extra_vars", "expected"), BAD_SETTINGS)
+def test_bad_setting_fails_in_preflight_before_any_change(inventory, extra_vars, expected):
+    result = run_playbook(inventory, "site.yml", extra_vars, "--check")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    for text in expected:
+        assert text in output, output
+    assert "PLAY [Preflight" in output
+    # No tier play started: the run stopped inside the preflight.
+    assert "PLAY [Harden" not in output, output
+    assert "changed=0" in output
+
+
+@pytest.mark.slow
+def test_default_settings_pass_the_preflight(inventory):
+    result = run_playbook(inventory, "playbooks/preflight.yml", {})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "memory budget on preflight-target" in output
+    assert "changed=0" in output
