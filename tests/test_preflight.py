@@ -23,7 +23,9 @@ def inventory(tmp_path):
         "ansible_python_interpreter": sys.executable,
         "memory_budget_total_mb": 2048,
     }
-    groups = {group: {"hosts": {"preflight-target": host}} for group in ["database", "web", "workers"]}
+    groups = {
+        group: {"hosts": {"preflight-target": host}} for group in ["database", "web", "workers"]
+    }
     inventory_dir = tmp_path / "inventory" / "preflight"
     inventory_dir.mkdir(parents=True)
     (inventory_dir / "hosts.json").write_text(json.dumps({"all": {"children": groups}}))
@@ -33,7 +35,15 @@ def inventory(tmp_path):
 def run_playbook(inventory, playbook, extra_vars, *options):
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), playbook, "-e", json.dumps(extra_vars), *options],
+        [
+            "ansible-playbook",
+            "-i",
+            str(inventory),
+            playbook,
+            "-e",
+            json.dumps(extra_vars),
+            *options,
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -43,7 +53,9 @@ def run_playbook(inventory, playbook, extra_vars, *options):
 
 
 BAD_SETTINGS = [
-    pytest.param({"swap_size_mb": "lots"}, ["swap_size_mb", "'lots'", "int"], id="swap-size-not-a-number"),
+    pytest.param(
+        {"swap_size_mb": "lots"}, ["swap_size_mb", "'lots'", "int"], id="swap-size-not-a-number"
+    ),
     pytest.param(
         {"postgresql_synchronous_commit": "maybe"},
         ["postgresql_synchronous_commit", "maybe", "one of"],

@@ -1,4 +1,5 @@
 """Settings shared by every environment; production.py and test.py build on these."""
+
 from pathlib import Path
 
 from .env import env, env_int, env_list

@@ -1,4 +1,5 @@
 """Read settings from the environment, failing loudly when a required one is missing."""
+
 import os
 
 from django.core.exceptions import ImproperlyConfigured

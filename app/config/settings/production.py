@@ -1,4 +1,5 @@
 """Production: behind nginx, which terminates TLS and sets X-Forwarded-Proto."""
+
 from .base import *  # noqa: F403
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

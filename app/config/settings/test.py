@@ -1,9 +1,15 @@
 """Tests: a real PostgreSQL started by tests/run-pytest.sh, fast password hashing."""
+
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production-" + "x" * 20)
 # pg_virtualenv exports the throwaway cluster as PG* variables.
-for name, pg_name in [("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")]:
+for name, pg_name in [
+    ("HOST", "PGHOST"),
+    ("PORT", "PGPORT"),
+    ("USER", "PGUSER"),
+    ("PASSWORD", "PGPASSWORD"),
+]:
     if pg_name in os.environ:
         os.environ.setdefault(f"DATABASE_{name}", os.environ[pg_name])
 

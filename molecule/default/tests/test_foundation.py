@@ -5,11 +5,15 @@ import re
 
 import pytest
 
-SERVICES_WITH_MEMORY_LIMITS = ["shoestring-web.service", "postgresql@15-main.service", "nginx.service"]
+SERVICES_WITH_MEMORY_LIMITS = [
+    "shoestring-web.service",
+    "postgresql@15-main.service",
+    "nginx.service",
+]
 
 
 def postgres_setting(host, name):
-    return host.check_output("runuser -u postgres -- psql -Atc 'SHOW %s'" % name)
+    return host.check_output("runuser -u postgres -- psql -Atc %s", f"SHOW {name}")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +60,9 @@ def test_runtime_role_is_refused_with_a_wrong_password(app_env, psql_as):
 
 
 def test_runtime_role_cannot_change_the_schema(app_env, psql_as):
-    result = psql_as(app_env["DATABASE_USER"], app_env["DATABASE_PASSWORD"], "CREATE TABLE intruder (id int)")
+    result = psql_as(
+        app_env["DATABASE_USER"], app_env["DATABASE_PASSWORD"], "CREATE TABLE intruder (id int)"
+    )
     assert result.rc != 0
     assert "permission denied" in result.stderr
 
@@ -65,7 +71,8 @@ def test_runtime_role_reads_and_writes_the_apps_tables(app_env, psql_as):
     result = psql_as(
         app_env["DATABASE_USER"],
         app_env["DATABASE_PASSWORD"],
-        "UPDATE django_session SET expire_date = expire_date WHERE false; SELECT count(*) >= 0 FROM auth_user",
+        "UPDATE django_session SET expire_date = expire_date WHERE false;"
+        " SELECT count(*) >= 0 FROM auth_user",
     )
     assert result.rc == 0, result.stderr
     assert result.stdout.strip().endswith("t")
@@ -74,7 +81,11 @@ def test_runtime_role_reads_and_writes_the_apps_tables(app_env, psql_as):
 def test_nginx_serves_healthz_over_https_with_hsts(host):
     headers = host.check_output("curl -sk -o /dev/null -D - https://localhost/healthz")
     assert headers.splitlines()[0].split()[1] == "200"
-    hsts = [line for line in headers.splitlines() if line.lower().startswith("strict-transport-security:")]
+    hsts = [
+        line
+        for line in headers.splitlines()
+        if line.lower().startswith("strict-transport-security:")
+    ]
     assert len(hsts) == 1, headers
     assert "max-age=31536000" in hsts[0]
 
@@ -86,12 +97,16 @@ def test_nginx_serves_static_files_itself(host):
 
 
 def test_http_redirects_to_https(host):
-    out = host.check_output("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://localhost/some/page?x=1")
+    out = host.check_output(
+        "curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://localhost/some/page?x=1"
+    )
     assert out == "301 https://localhost/some/page?x=1"
 
 
 def test_acme_challenge_path_is_not_redirected(host):
-    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://localhost/.well-known/acme-challenge/none")
+    code = host.check_output(
+        "curl -s -o /dev/null -w '%{http_code}' http://localhost/.well-known/acme-challenge/none"
+    )
     assert code == "404"
 
 
@@ -116,13 +131,15 @@ def test_modern_tls_handshakes_succeed(host, protocol):
 def test_each_service_has_its_memory_limit(host, unit):
     memory_max = host.check_output("systemctl show -P MemoryMax %s", unit)
     memory_high = host.check_output("systemctl show -P MemoryHigh %s", unit)
-    assert memory_max != "infinity" and memory_high != "infinity"
+    assert memory_max != "infinity"
+    assert memory_high != "infinity"
     assert int(memory_high) < int(memory_max) <= 2048 * 1024 * 1024
 
 
 def test_memory_limits_fit_in_ram(host):
     total = sum(
-        int(host.check_output("systemctl show -P MemoryMax %s", unit)) for unit in SERVICES_WITH_MEMORY_LIMITS
+        int(host.check_output("systemctl show -P MemoryMax %s", unit))
+        for unit in SERVICES_WITH_MEMORY_LIMITS
     )
     assert total <= (2048 - 320) * 1024 * 1024
 
@@ -131,7 +148,8 @@ def test_web_app_runs_sandboxed_as_its_own_user(host):
     props = dict(
         line.split("=", 1)
         for line in host.check_output(
-            "systemctl show -p User -p NoNewPrivileges -p ProtectSystem -p PrivateTmp -p Restart shoestring-web.service"
+            "systemctl show -p User -p NoNewPrivileges -p ProtectSystem -p PrivateTmp"
+            " -p Restart shoestring-web.service"
         ).splitlines()
     )
     assert props == {
@@ -146,10 +164,14 @@ def test_web_app_runs_sandboxed_as_its_own_user(host):
 
 def test_swap_file_exists_and_is_in_fstab(host):
     swap = host.file("/swapfile")
-    assert swap.exists and swap.mode == 0o600 and swap.user == "root"
+    assert swap.exists
+    assert swap.mode == 0o600
+    assert swap.user == "root"
     assert swap.size == 2048 * 1024 * 1024
     assert host.check_output("blkid -o value -s TYPE /swapfile") == "swap"
-    assert re.search(r"^/swapfile\s+none\s+swap\s+sw\s", host.file("/etc/fstab").content_string, re.MULTILINE)
+    assert re.search(
+        r"^/swapfile\s+none\s+swap\s+sw\s", host.file("/etc/fstab").content_string, re.MULTILINE
+    )
 
 
 def test_swappiness_is_low(host):
@@ -181,7 +203,8 @@ def test_app_settings_file_is_private(host):
     assert env_file.group == "shoestring"
     assert env_file.mode == 0o640
     owner_file = host.file("/etc/shoestring/owner.env")
-    assert owner_file.user == "root" and owner_file.mode == 0o600
+    assert owner_file.user == "root"
+    assert owner_file.mode == 0o600
 
 
 def test_django_deploy_check_passes_on_the_host(host):
@@ -196,11 +219,19 @@ def test_security_updates_are_automatic(host):
 
 
 def test_journal_is_capped(host):
-    assert host.check_output("systemd-analyze cat-config systemd/journald.conf | grep -c '^SystemMaxUse=200M'") == "1"
+    assert (
+        host.check_output(
+            "systemd-analyze cat-config systemd/journald.conf | grep -c '^SystemMaxUse=200M'"
+        )
+        == "1"
+    )
 
 
 def test_app_temp_dir_is_on_disk_not_ram(host):
     assert host.file("/var/lib/shoestring/tmp").is_directory
     fstype = host.check_output("findmnt -n -o FSTYPE --target /var/lib/shoestring/tmp")
     assert fstype != "tmpfs"
-    assert 'TMPDIR="/var/lib/shoestring/tmp"' in host.file("/etc/shoestring/shoestring.env").content_string
+    assert (
+        'TMPDIR="/var/lib/shoestring/tmp"'
+        in host.file("/etc/shoestring/shoestring.env").content_string
+    )
