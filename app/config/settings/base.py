@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "core",
+    "blocking",
 ]
 
 MIDDLEWARE = [
@@ -93,3 +94,77 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", "INFO")},
 }
+
+# -- The block service ---------------------------------------------------------
+# The network. Production talks to the public Bluesky entryway.
+BLUESKY_SERVICE_URL = env("BLUESKY_SERVICE_URL", "https://bsky.social")
+BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
+# Fernet key that encrypts app passwords and session tokens at rest. Only the
+# services that call the network get it (see docs/runbook.md).
+SHOESTRING_CREDENTIALS_KEY = env("SHOESTRING_CREDENTIALS_KEY", "")
+
+# Limits that keep spare capacity for whoever is being targeted right now.
+FOLLOWER_CAP = env_int("SHOESTRING_FOLLOWER_CAP", 200_000)
+TOKEN_BUCKET_CAPACITY = env_int("SHOESTRING_TOKEN_BUCKET_CAPACITY", 25_000)
+TOKEN_BUCKET_REFILL_PER_HOUR = env_int("SHOESTRING_TOKEN_BUCKET_REFILL_PER_HOUR", 1_000)
+
+# Paging: one task fetches a page of followers (many API calls of 100), queues
+# the batches, and the next page is released after a pause, so a huge account
+# enters the queue in spaced-out waves.
+FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 5_000)
+FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 600)
+BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
+# Expired blocks undone per pass of the expiry task, and "unblock everybody" pace.
+RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
+# A task that started a network write holds its rows this long; after that
+# another may pick them up (after checking the network for what was done).
+ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
+# Work still unfinished this long after it was queued is queued again.
+STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 900)
+# No task is scheduled further ahead than this: long waits are data (next_page_at,
+# until) read by periodic tasks, never countdowns held by the broker or a worker.
+MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 300)
+RETRY_BASE_S = env_int("SHOESTRING_RETRY_BASE_S", 10)
+KILL_SWITCH_RETRY_S = env_int("SHOESTRING_KILL_SWITCH_RETRY_S", 60)
+PERIODIC_INTERVAL_S = float(env("SHOESTRING_PERIODIC_INTERVAL_S", "30"))
+
+# -- Celery ----------------------------------------------------------------------
+# Queues by latency: "interactive" is what a person waits on, "bulk" the pages
+# and batches, "maintenance" expiry and clean-ups (docs/queues.md).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = "interactive"
+CELERY_TASK_ROUTES = {
+    "blocking.start_campaign": {"queue": "interactive"},
+    "blocking.undo_one": {"queue": "interactive"},
+    "blocking.fetch_follower_page": {"queue": "bulk"},
+    "blocking.act_on_batch": {"queue": "bulk"},
+    "blocking.undo_batch": {"queue": "bulk"},
+    "blocking.release_due_pages": {"queue": "maintenance"},
+    "blocking.release_expired": {"queue": "maintenance"},
+    "blocking.requeue_stranded": {"queue": "maintenance"},
+}
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_BEAT_SCHEDULE = {
+    "release-due-pages": {"task": "blocking.release_due_pages", "schedule": PERIODIC_INTERVAL_S},
+    "release-expired": {"task": "blocking.release_expired", "schedule": PERIODIC_INTERVAL_S},
+    "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
+}
+
+if MAX_COUNTDOWN_S + CELERY_TASK_TIME_LIMIT >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT_S must exceed SHOESTRING_MAX_COUNTDOWN_S plus the task time limit, "
+        "or the broker redelivers delayed tasks that are still waiting"
+    )

@@ -13,6 +13,9 @@ for name, pg_name in [
     if pg_name in os.environ:
         os.environ.setdefault(f"DATABASE_{name}", os.environ[pg_name])
 
+# A fixed test-only key: tests must be able to read what they encrypted.
+os.environ.setdefault("SHOESTRING_CREDENTIALS_KEY", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=")
+
 from .base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,196 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from . import crypto
+
+
+class LinkedAccount(models.Model):
+    """A person's Bluesky account. The app password and session tokens are encrypted at rest."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="linked_account"
+    )
+    handle = models.CharField(max_length=253)
+    did = models.CharField(max_length=255)
+    service_url = models.URLField()
+    app_password_encrypted = models.TextField()
+    access_jwt_encrypted = models.TextField(blank=True)
+    refresh_jwt_encrypted = models.TextField(blank=True)
+    api_enabled = models.BooleanField(
+        default=True, help_text="Off: no task calls the network for this person."
+    )
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    rate_limited_until = models.DateTimeField(null=True, blank=True)
+    linked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"@{self.handle}"
+
+    @property
+    def app_password(self):
+        return crypto.decrypt(self.app_password_encrypted)
+
+    @app_password.setter
+    def app_password(self, value):
+        self.app_password_encrypted = crypto.encrypt(value)
+
+    def is_rate_limited(self):
+        return bool(self.rate_limited_until and self.rate_limited_until > timezone.now())
+
+
+class TokenBucket(models.Model):
+    """Per-person work budget: exactly four fields of state (see blocking.buckets)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_bucket"
+    )
+    tokens = models.FloatField()
+    capacity = models.PositiveIntegerField()
+    refill_per_hour = models.FloatField()
+    refilled_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.user}: {int(self.tokens)}/{self.capacity}"
+
+
+class Action(models.TextChoices):
+    BLOCK = "block", "Block"
+    MUTE = "mute", "Mute"
+
+
+class Scope(models.TextChoices):
+    ACCOUNT = "account", "The account"
+    FOLLOWERS = "followers", "Its followers"
+    BOTH = "both", "The account and its followers"
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    # Index kept: "my campaigns" lists by user.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    target_handle = models.CharField(max_length=253)
+    target_did = models.CharField(max_length=255)
+    action = models.CharField(max_length=5, choices=Action.choices)
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    duration_weeks = models.PositiveSmallIntegerField(null=True, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    expected = models.PositiveIntegerField(default=0)
+    tokens_debited = models.PositiveIntegerField(default=0)
+    found = models.PositiveIntegerField(default=0)
+    acted = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cursor = models.CharField(max_length=512, blank=True)
+    pages_done = models.BooleanField(default=False)
+    next_page_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # release_due_pages: running campaigns whose next follower page is due.
+            models.Index(
+                fields=["next_page_at"],
+                condition=Q(status="running", pages_done=False),
+                name="campaign_page_due",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.action} @{self.target_handle} ({self.get_scope_display()})"
+
+    @property
+    def processed(self):
+        return self.acted + self.skipped + self.failed
+
+    @property
+    def percent(self):
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.expected:
+            return 0
+        return min(100, int(100 * self.processed / self.expected))
+
+
+class ActionRecord(models.Model):
+    """One block or mute the service made for a person. Millions of rows: real columns only.
+
+    Rows are deleted once undone, so the unique constraint always means "we hold
+    this block now" and a later campaign may block the same account again.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        RELEASING = "releasing", "Being undone"
+
+    # No index of its own: the unique constraint's index starts with owner.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    # No index: progress is counted on the campaign row, never by scanning actions.
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.SET_NULL, null=True, blank=True, db_index=False
+    )
+    kind = models.CharField(max_length=5, choices=Action.choices)
+    subject_did = models.CharField(max_length=255)
+    subject_handle = models.CharField(max_length=253, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    rkey = models.CharField(max_length=64, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    # Set when a task last started the network write; a lease for that long.
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Idempotency: a person holds at most one block (or mute) of an account.
+            # Its index also serves "everything I blocked" and the batch look-ups.
+            models.UniqueConstraint(
+                fields=["owner", "subject_did", "kind"], name="one_action_per_subject"
+            ),
+        ]
+        indexes = [
+            # release_expired: the next done actions whose time is up, oldest first.
+            models.Index(
+                fields=["until"], condition=Q(state="done", until__isnull=False), name="action_due"
+            ),
+            # requeue_stranded: pending or releasing work no task holds any more.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(state__in=["pending", "releasing"]),
+                name="action_unfinished",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.subject_handle or self.subject_did}"
+
+
+class KillSwitch(models.Model):
+    """Engaged: tasks of this name fail fast and retry later, without touching the network."""
+
+    task_name = models.CharField(max_length=100, unique=True)
+    engaged = models.BooleanField(default=True)
+    reason = models.CharField(max_length=300, blank=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "kill switches"
+
+    def __str__(self):
+        return f"{self.task_name} ({'engaged' if self.engaged else 'off'})"
+
+
+class TaskLock(models.Model):
+    """Keeps a periodic task from overlapping its previous run; expires on its own."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    expires_at = models.DateTimeField()

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("signup/", views.signup, name="signup"),
+    path("link/", views.link, name="link"),
+    path("link/remove/", views.unlink, name="unlink"),
+    path("campaigns/", views.campaigns, name="campaigns"),
+    path("campaigns/new/", views.campaign_new, name="campaign_new"),
+    path("campaigns/<int:pk>/", views.campaign, name="campaign"),
+    path("campaigns/<int:pk>/progress.json", views.campaign_progress, name="campaign_progress"),
+    path("blocks/", views.blocks, name="blocks"),
+    path("blocks/<int:pk>/undo/", views.undo_one, name="undo_one"),
+    path("blocks/undo-all/", views.undo_all, name="undo_all"),
+]

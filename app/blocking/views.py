@@ -1,0 +1,198 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.paginator import Paginator
+from django.db import connection, transaction
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from bluesky.client import BlueskyClient
+from bluesky.errors import CredentialsRevoked, ProviderError
+
+from . import buckets, crypto, tasks
+from .forms import CampaignForm, LinkAccountForm
+from .models import ActionRecord, Campaign, LinkedAccount
+from .network import client_for
+
+
+def signup(request):
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        buckets.bucket_for(user)
+        return redirect("link")
+    return render(request, "blocking/signup.html", {"form": form})
+
+
+@login_required
+def link(request):
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    form = LinkAccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        handle, password = form.cleaned_data["handle"], form.cleaned_data["app_password"]
+        client = BlueskyClient(settings.BLUESKY_SERVICE_URL, handle, password, timeout=settings.BLUESKY_TIMEOUT_S)
+        try:
+            with client:
+                session = client.login()
+        except CredentialsRevoked:
+            form.add_error(None, "Bluesky refused that handle and app password.")
+        except ProviderError:
+            form.add_error(None, "Bluesky did not answer; nothing was saved. Try again.")
+        else:
+            account = account or LinkedAccount(user=request.user)
+            account.handle, account.did = session.handle or handle, session.did
+            account.service_url = settings.BLUESKY_SERVICE_URL
+            account.app_password = password
+            account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
+            account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
+            account.api_enabled, account.disabled_reason = True, ""
+            account.save()
+            messages.success(request, f"Linked @{account.handle}.")
+            return redirect("campaign_new")
+    return render(request, "blocking/link.html", {"form": form, "account": account})
+
+
+@login_required
+@require_POST
+def unlink(request):
+    LinkedAccount.objects.filter(user=request.user).delete()
+    messages.success(request, "Unlinked: your app password and session tokens are deleted.")
+    return redirect("link")
+
+
+@login_required
+def campaign_new(request):
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    if account is None:
+        messages.info(request, "Link your Bluesky account first.")
+        return redirect("link")
+    if not account.api_enabled:
+        messages.error(request, account.disabled_reason or "Your access to the network is disabled.")
+        return redirect("link")
+    balance = buckets.balance(request.user)
+    with client_for(account) as client:
+        form = CampaignForm(request.POST or None, client=client, account=account)
+        valid = request.method == "POST" and form.is_valid()
+    if valid:
+        campaign = _start(request.user, form)
+        if campaign:
+            return redirect("campaign", pk=campaign.pk)
+        balance = buckets.balance(request.user)
+        wait = balance.seconds_until(form.cost)
+        when = (
+            "more than your bucket holds; ask the operator for a larger capacity"
+            if wait is None
+            else f"enough will have refilled by {timezone.localtime(timezone.now() + timedelta(seconds=wait)):%Y-%m-%d %H:%M} UTC"
+        )
+        form.add_error(
+            None,
+            f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}.",
+        )
+    return render(request, "blocking/campaign_new.html", {"form": form, "balance": balance})
+
+
+def _start(user, form):
+    data = form.cleaned_data
+    weeks = None if data["duration"] == "forever" else int(data["duration"])
+    with transaction.atomic():
+        # The debit is what stops overspending: make its commit durable even
+        # though the server's default is synchronous_commit = off.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = on")
+        if not buckets.debit(user, form.cost):
+            return None
+        campaign = Campaign.objects.create(
+            user=user,
+            target_handle=form.profile.handle,
+            target_did=form.profile.did,
+            action=data["action"],
+            scope=data["scope"],
+            duration_weeks=weeks,
+            until=timezone.now() + timedelta(weeks=weeks) if weeks else None,
+            expected=form.cost,
+            tokens_debited=form.cost,
+        )
+        transaction.on_commit(lambda: tasks.start_campaign.delay(campaign.pk))
+    return campaign
+
+
+@login_required
+def campaign(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    return render(request, "blocking/campaign.html", {"campaign": campaign, "progress": _progress(campaign, account)})
+
+
+@login_required
+@require_GET
+def campaign_progress(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    return JsonResponse(_progress(campaign, account))
+
+
+def _progress(campaign, account):
+    waiting = account.rate_limited_until if account and account.is_rate_limited() else None
+    return {
+        "status": campaign.status,
+        "status_label": campaign.get_status_display(),
+        "percent": campaign.percent,
+        "expected": campaign.expected,
+        "found": campaign.found,
+        "acted": campaign.acted,
+        "skipped": campaign.skipped,
+        "failed": campaign.failed,
+        "waiting_until": waiting.isoformat() if waiting else None,
+        "next_page_at": campaign.next_page_at.isoformat()
+        if campaign.next_page_at and not campaign.pages_done
+        else None,
+        "error": campaign.error,
+    }
+
+
+@login_required
+def campaigns(request):
+    rows = Campaign.objects.filter(user=request.user).order_by("-created_at")[:100]
+    return render(request, "blocking/campaigns.html", {"campaigns": rows})
+
+
+@login_required
+def blocks(request):
+    query = request.GET.get("q", "").strip().lstrip("@")
+    rows = ActionRecord.objects.filter(owner=request.user).exclude(state=ActionRecord.State.RELEASING)
+    if query:
+        rows = rows.filter(subject_handle__icontains=query)
+    page = Paginator(rows.order_by("subject_handle", "pk"), 100).get_page(request.GET.get("page"))
+    return render(request, "blocking/blocks.html", {"page": page, "q": query})
+
+
+@login_required
+@require_POST
+def undo_one(request, pk):
+    row = get_object_or_404(ActionRecord, pk=pk, owner=request.user)
+    if row.state == ActionRecord.State.DONE:
+        ActionRecord.objects.filter(pk=row.pk).update(
+            state=ActionRecord.State.RELEASING, attempted_at=timezone.now()
+        )
+        transaction.on_commit(lambda: tasks.undo_one.delay(row.owner_id, row.kind, row.pk))
+        messages.success(request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}.")
+    return redirect("blocks")
+
+
+@login_required
+@require_POST
+def undo_all(request):
+    # Expiry is data: mark everything due now, and the expiry task undoes it in
+    # bounded batches, spread over time rather than in one burst.
+    count = ActionRecord.objects.filter(owner=request.user, state=ActionRecord.State.DONE).update(
+        until=timezone.now()
+    )
+    messages.success(request, f"Undoing {count:,} blocks and mutes, a batch at a time.")
+    return redirect("blocks")

@@ -1,0 +1,167 @@
+"""Shared fixtures: the fake Bluesky server, a Redis broker and a real Celery worker.
+
+All of them listen on 127.0.0.1 only and stop when the test session ends.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fakesky.server import serve
+
+APP_DIR = Path(__file__).resolve().parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.25, message="condition"):
+    """Poll predicate() until it returns a truthy value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class FakeSky:
+    """Talks to the fake server's test-only endpoints over HTTP, as any client would."""
+
+    def __init__(self, url):
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def account(self, handle, password, follows=()):
+        return self.http.post("/_fake/accounts", json={"handle": handle, "password": password,
+                                                        "follows": list(follows)}).json()
+
+    def revoke(self, handle):
+        self.http.post("/_fake/revoke", json={"handle": handle}).raise_for_status()
+
+    def configure(self, **settings):
+        response = self.http.post("/_fake/config", json=settings)
+        response.raise_for_status()
+        return response.json()
+
+    def state(self, handle):
+        response = self.http.get("/_fake/state", params={"handle": handle})
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def fakesky_server():
+    server, url = serve("127.0.0.1", 0)
+    yield server, url
+    server.shutdown()
+
+
+@pytest.fixture
+def fakesky(fakesky_server):
+    _, url = fakesky_server
+    fake = FakeSky(url)
+    fake.http.post("/_fake/reset").raise_for_status()
+    return fake
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (make deps installs it)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: _connects(port), 10, message="redis-server")
+    from config.celery_app import app
+
+    app.conf.broker_url = url
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def _connects(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# Small numbers so an end-to-end campaign takes seconds, not hours.
+WORKER_SETTINGS = {
+    "SHOESTRING_FOLLOWER_PAGE_SIZE": "5000",
+    "SHOESTRING_FOLLOWER_PAGE_DELAY_S": "1",
+    "SHOESTRING_PERIODIC_INTERVAL_S": "1",
+    "SHOESTRING_ACTION_LEASE_S": "3",
+    "SHOESTRING_STRANDED_AFTER_S": "8",
+    "SHOESTRING_RETRY_BASE_S": "1",
+    "SHOESTRING_MAX_COUNTDOWN_S": "5",
+    "SHOESTRING_KILL_SWITCH_RETRY_S": "1",
+}
+
+
+class Worker:
+    def __init__(self, env, log_path):
+        self.env, self.log_path, self.process = env, log_path, None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat",
+             "--schedule", str(self.log_path.with_suffix(".schedule")),
+             "-Q", "interactive,bulk,maintenance", "--concurrency", "2", "--prefetch-multiplier", "1",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
+            cwd=APP_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: b"ready." in self.log_path.read_bytes(), 60, message="celery worker ready")
+
+    def children(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+                             capture_output=True, text=True, check=False).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill_children(self):
+        children = self.children()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        return children
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
+    from django.db import connection
+
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings.test", CELERY_BROKER_URL=redis_url,
+               DATABASE_NAME=connection.settings_dict["NAME"], **WORKER_SETTINGS)
+    worker = Worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
