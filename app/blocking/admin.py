@@ -18,7 +18,15 @@ class LinkedAccountAdmin(admin.ModelAdmin):
     list_filter = ["api_enabled"]
     search_fields = ["user__username", "handle"]
     # Never show or edit the encrypted credentials.
-    fields = ["user", "handle", "did", "service_url", "api_enabled", "disabled_reason", "rate_limited_until"]
+    fields = [
+        "user",
+        "handle",
+        "did",
+        "service_url",
+        "api_enabled",
+        "disabled_reason",
+        "rate_limited_until",
+    ]
     readonly_fields = ["user", "handle", "did", "service_url"]
 
 
@@ -46,7 +54,17 @@ class KillSwitchAdmin(admin.ModelAdmin):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["user", "action", "target_handle", "scope", "status", "found", "acted", "skipped", "failed"]
+    list_display = [
+        "user",
+        "action",
+        "target_handle",
+        "scope",
+        "status",
+        "found",
+        "acted",
+        "skipped",
+        "failed",
+    ]
     list_filter = ["status", "action"]
     search_fields = ["user__username", "target_handle"]
     readonly_fields = [f.name for f in Campaign._meta.fields]

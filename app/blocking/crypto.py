@@ -39,5 +39,6 @@ def decrypt(token: str) -> str:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken:
         raise ImproperlyConfigured(
-            "stored credentials cannot be decrypted with SHOESTRING_CREDENTIALS_KEY (was the key changed?)"
+            "stored credentials cannot be decrypted with SHOESTRING_CREDENTIALS_KEY"
+            " (was the key changed?)"
         ) from None

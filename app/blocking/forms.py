@@ -1,17 +1,24 @@
+from bluesky.client import normalize_handle
+from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
 from django import forms
 from django.conf import settings
 
-from bluesky.client import normalize_handle
-from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
-
 from .models import Action, Scope
 
-DURATION_CHOICES = [("1", "1 week"), ("4", "4 weeks"), ("12", "12 weeks"), ("26", "26 weeks"),
-                    ("52", "52 weeks"), ("forever", "For ever")]
+DURATION_CHOICES = [
+    ("1", "1 week"),
+    ("4", "4 weeks"),
+    ("12", "12 weeks"),
+    ("26", "26 weeks"),
+    ("52", "52 weeks"),
+    ("forever", "For ever"),
+]
 
 
 class LinkAccountForm(forms.Form):
-    handle = forms.CharField(max_length=253, help_text="Your Bluesky handle, e.g. alice.bsky.social")
+    handle = forms.CharField(
+        max_length=253, help_text="Your Bluesky handle, e.g. alice.bsky.social"
+    )
     app_password = forms.CharField(
         widget=forms.PasswordInput,
         max_length=100,
@@ -24,7 +31,9 @@ class LinkAccountForm(forms.Form):
 
 
 class CampaignForm(forms.Form):
-    target = forms.CharField(max_length=253, label="Account", help_text="Handle, e.g. loud.bsky.social")
+    target = forms.CharField(
+        max_length=253, label="Account", help_text="Handle, e.g. loud.bsky.social"
+    )
     action = forms.ChoiceField(choices=Action.choices, initial=Action.BLOCK)
     scope = forms.ChoiceField(choices=Scope.choices, initial=Scope.BOTH, label="Who")
     duration = forms.ChoiceField(choices=DURATION_CHOICES, initial="4", label="For")
@@ -58,13 +67,16 @@ class CampaignForm(forms.Form):
                 "Bluesky refused your app password. Link your account again with a new one."
             ) from None
         except ProviderError:
-            raise forms.ValidationError("Bluesky did not answer; nothing was started. Try again.") from None
+            raise forms.ValidationError(
+                "Bluesky did not answer; nothing was started. Try again."
+            ) from None
         if self.profile.did == self.account.did:
             raise forms.ValidationError("That is your own account.")
         if data["scope"] != Scope.ACCOUNT and self.profile.followers_count > settings.FOLLOWER_CAP:
             raise forms.ValidationError(
-                f"@{self.profile.handle} has {self.profile.followers_count:,} followers; the limit is "
-                f"{settings.FOLLOWER_CAP:,}. Choose “The account” to {data['action']} just them."
+                f"@{self.profile.handle} has {self.profile.followers_count:,} followers; "
+                f"the limit is {settings.FOLLOWER_CAP:,}. "
+                f"Choose “The account” to {data['action']} just them."
             )
         return data
 

@@ -194,3 +194,6 @@ class TaskLock(models.Model):
 
     name = models.CharField(max_length=100, primary_key=True)
     expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} until {self.expires_at:%H:%M:%S}"

@@ -1,9 +1,8 @@
 """Build a provider client for a person's linked account, persisting refreshed sessions."""
 
-from django.conf import settings
-
 from bluesky.client import BlueskyClient
 from bluesky.provider import Session
+from django.conf import settings
 
 from . import crypto
 from .models import LinkedAccount

@@ -10,15 +10,15 @@ import logging
 import random
 import time
 from collections import defaultdict
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
+from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-
-from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
 
 from .locks import task_lock
 from .models import Action, ActionRecord, Campaign, KillSwitch, LinkedAccount, Scope
@@ -33,7 +33,9 @@ class GuardedTask(Task):
 
     def __call__(self, *args, **kwargs):
         if KillSwitch.objects.filter(task_name=self.name, engaged=True).exists():
-            log.warning("%s: kill switch engaged; retrying in %ss", self.name, settings.KILL_SWITCH_RETRY_S)
+            log.warning(
+                "%s: kill switch engaged; retrying in %ss", self.name, settings.KILL_SWITCH_RETRY_S
+            )
             raise self.retry(countdown=settings.KILL_SWITCH_RETRY_S, max_retries=None)
         started = time.monotonic()
         try:
@@ -45,6 +47,9 @@ class GuardedTask(Task):
 def task(name, **options):
     options.setdefault("time_limit", settings.CELERY_TASK_TIME_LIMIT)
     options.setdefault("soft_time_limit", settings.CELERY_TASK_SOFT_TIME_LIMIT)
+    # Waiting for a rate limit or a kill switch may take many retries; retries
+    # for network errors set their own limit (see _network_failed).
+    options.setdefault("max_retries", None)
     return shared_task(name=name, base=GuardedTask, bind=True, **options)
 
 
@@ -58,7 +63,7 @@ def backoff(task_self, reset_at=None):
     if reset_at:
         wait = reset_at - time.time() + random.uniform(0, 3)  # noqa: S311
     else:
-        wait = settings.RETRY_BASE_S * 2 ** task_self.request.retries * random.uniform(0.5, 1.5)  # noqa: S311
+        wait = settings.RETRY_BASE_S * 2**task_self.request.retries * random.uniform(0.5, 1.5)  # noqa: S311
     return max(1, min(int(wait), settings.MAX_COUNTDOWN_S))
 
 
@@ -79,7 +84,9 @@ def _network_failed(task_self, account, error, campaign_id=None):
         LinkedAccount.objects.filter(pk=account.pk).update(rate_limited_until=until)
         raise task_self.retry(countdown=backoff(task_self, error.reset_at), max_retries=None)
     if isinstance(error, CredentialsRevoked):
-        reason = "Bluesky refused the app password: link your account again with a new app password."
+        reason = (
+            "Bluesky refused the app password: link your account again with a new app password."
+        )
         LinkedAccount.objects.filter(pk=account.pk).update(
             api_enabled=False,
             disabled_reason=reason,
@@ -138,7 +145,9 @@ def start_campaign(self, campaign_id):
             ignore_conflicts=True,
         )
         ours = ActionRecord.objects.filter(
-            owner_id=campaign.user_id, kind=campaign.action, subject_did=campaign.target_did,
+            owner_id=campaign.user_id,
+            kind=campaign.action,
+            subject_did=campaign.target_did,
             campaign=campaign,
         ).exists()
         Campaign.objects.filter(pk=campaign_id).update(
@@ -160,7 +169,11 @@ def start_campaign(self, campaign_id):
 def fetch_follower_page(self, campaign_id, cursor):
     """Fetch one page of the target's followers, queue its batches, schedule the next page."""
     campaign = Campaign.objects.get(pk=campaign_id)
-    if campaign.status != Campaign.Status.RUNNING or campaign.pages_done or campaign.cursor != cursor:
+    if (
+        campaign.status != Campaign.Status.RUNNING
+        or campaign.pages_done
+        or campaign.cursor != cursor
+    ):
         return  # cancelled, finished, or this page was already taken in
     account = _usable_account(campaign)
     if account is None:
@@ -277,11 +290,14 @@ def _release_claim(row_ids):
 
 @task("blocking.act_on_batch", **DURABLE)
 def act_on_batch(self, campaign_id, dids):
-    """Block (or mute) one batch of accounts for a campaign, in as few calls as the network allows."""
+    """Block (or mute) one batch of a campaign's accounts in as few calls as the network allows."""
     campaign = Campaign.objects.get(pk=campaign_id)
     if campaign.status == Campaign.Status.CANCELLED:
         ActionRecord.objects.filter(
-            owner_id=campaign.user_id, kind=campaign.action, subject_did__in=dids, state=State.PENDING
+            owner_id=campaign.user_id,
+            kind=campaign.action,
+            subject_did__in=dids,
+            state=State.PENDING,
         ).delete()
         return
     account = _usable_account(campaign)
@@ -291,10 +307,15 @@ def act_on_batch(self, campaign_id, dids):
     claimed = _claim(campaign.user_id, campaign.action, dids)
     if not claimed:
         held = ActionRecord.objects.filter(
-            owner_id=campaign.user_id, kind=campaign.action, subject_did__in=dids, state=State.PENDING
+            owner_id=campaign.user_id,
+            kind=campaign.action,
+            subject_did__in=dids,
+            state=State.PENDING,
         ).exists()
         if held:  # another run holds them, or one that died does until its lease ends
-            raise self.retry(countdown=min(settings.ACTION_LEASE_S, settings.MAX_COUNTDOWN_S), max_retries=None)
+            raise self.retry(
+                countdown=min(settings.ACTION_LEASE_S, settings.MAX_COUNTDOWN_S), max_retries=None
+            )
         return
     ids = {did: row_id for row_id, did, _ in claimed}
     retried = [did for _, did, tried in claimed if tried]
@@ -345,7 +366,11 @@ def _save_progress(campaign_id, ids, done, failed):
 
 
 def _undo(task_self, owner_id, kind, row_ids):
-    rows = list(ActionRecord.objects.filter(pk__in=row_ids, owner_id=owner_id, kind=kind, state=State.RELEASING))
+    rows = list(
+        ActionRecord.objects.filter(
+            pk__in=row_ids, owner_id=owner_id, kind=kind, state=State.RELEASING
+        )
+    )
     if not rows:
         return
     account = LinkedAccount.objects.filter(user_id=owner_id).first()
@@ -358,10 +383,8 @@ def _undo(task_self, owner_id, kind, row_ids):
                 client.unblock_many([row.rkey for row in rows if row.rkey])
             else:
                 for row in rows:
-                    try:
+                    with suppress(NotFound):  # the account is gone; so is the mute
                         client.unmute(row.subject_did)
-                    except NotFound:
-                        pass  # the account is gone; so is the mute
     except (RateLimited, ProviderError, CredentialsRevoked) as error:
         return _network_failed(task_self, account, error)
     ActionRecord.objects.filter(pk__in=[row.pk for row in rows]).delete()
@@ -380,13 +403,15 @@ def undo_one(self, owner_id, kind, row_id):
 
 
 def _periodic(name):
-    return task(name, time_limit=max(60, int(settings.PERIODIC_INTERVAL_S * 4)))
+    # A run that dies holds its lock until this limit passes, then the next run goes.
+    limit = max(10, int(settings.PERIODIC_INTERVAL_S * 4))
+    return task(name, time_limit=limit, soft_time_limit=limit - 5)
 
 
 @_periodic("blocking.release_due_pages")
 def release_due_pages(self):
     """Queue the next follower page of every campaign whose pause is over."""
-    with task_lock(self.name, ttl_seconds=settings.CELERY_TASK_TIME_LIMIT) as acquired:
+    with task_lock(self.name, ttl_seconds=self.time_limit) as acquired:
         if not acquired:
             return 0
         now = timezone.now()
@@ -405,7 +430,7 @@ def release_due_pages(self):
 @_periodic("blocking.release_expired")
 def release_expired(self):
     """Undo blocks and mutes whose time is up, a bounded batch per pass."""
-    with task_lock(self.name, ttl_seconds=settings.CELERY_TASK_TIME_LIMIT) as acquired:
+    with task_lock(self.name, ttl_seconds=self.time_limit) as acquired:
         if not acquired:
             return 0
         with transaction.atomic():
@@ -435,7 +460,7 @@ def _queue_undo(groups):
 @_periodic("blocking.requeue_stranded")
 def requeue_stranded(self):
     """Queue again work whose task was lost (a crash between commit and publish)."""
-    with task_lock(self.name, ttl_seconds=settings.CELERY_TASK_TIME_LIMIT) as acquired:
+    with task_lock(self.name, ttl_seconds=self.time_limit) as acquired:
         if not acquired:
             return 0
         now = timezone.now()
@@ -456,9 +481,9 @@ def requeue_stranded(self):
                 pending[campaign_id].append(did)
             elif state == State.RELEASING:
                 releasing[(owner_id, kind)].append(pk)
-        ActionRecord.objects.filter(pk__in=[r[0] for r in stranded if r[5] == State.RELEASING]).update(
-            attempted_at=now
-        )
+        ActionRecord.objects.filter(
+            pk__in=[r[0] for r in stranded if r[5] == State.RELEASING]
+        ).update(attempted_at=now)
         for campaign_id, dids in pending.items():
             _queue_batches(campaign_id, dids)
         _queue_undo(releasing)

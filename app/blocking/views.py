@@ -1,5 +1,7 @@
 from datetime import timedelta
 
+from bluesky.client import BlueskyClient
+from bluesky.errors import CredentialsRevoked, ProviderError
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -11,9 +13,6 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-
-from bluesky.client import BlueskyClient
-from bluesky.errors import CredentialsRevoked, ProviderError
 
 from . import buckets, crypto, tasks
 from .forms import CampaignForm, LinkAccountForm
@@ -37,7 +36,9 @@ def link(request):
     form = LinkAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         handle, password = form.cleaned_data["handle"], form.cleaned_data["app_password"]
-        client = BlueskyClient(settings.BLUESKY_SERVICE_URL, handle, password, timeout=settings.BLUESKY_TIMEOUT_S)
+        client = BlueskyClient(
+            settings.BLUESKY_SERVICE_URL, handle, password, timeout=settings.BLUESKY_TIMEOUT_S
+        )
         try:
             with client:
                 session = client.login()
@@ -74,7 +75,9 @@ def campaign_new(request):
         messages.info(request, "Link your Bluesky account first.")
         return redirect("link")
     if not account.api_enabled:
-        messages.error(request, account.disabled_reason or "Your access to the network is disabled.")
+        messages.error(
+            request, account.disabled_reason or "Your access to the network is disabled."
+        )
         return redirect("link")
     balance = buckets.balance(request.user)
     with client_for(account) as client:
@@ -86,11 +89,11 @@ def campaign_new(request):
             return redirect("campaign", pk=campaign.pk)
         balance = buckets.balance(request.user)
         wait = balance.seconds_until(form.cost)
-        when = (
-            "more than your bucket holds; ask the operator for a larger capacity"
-            if wait is None
-            else f"enough will have refilled by {timezone.localtime(timezone.now() + timedelta(seconds=wait)):%Y-%m-%d %H:%M} UTC"
-        )
+        if wait is None:
+            when = "more than your bucket holds; ask the operator for a larger capacity"
+        else:
+            refilled = timezone.now() + timedelta(seconds=wait)
+            when = f"enough will have refilled by {refilled:%Y-%m-%d %H:%M} UTC"
         form.add_error(
             None,
             f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}.",
@@ -127,7 +130,11 @@ def _start(user, form):
 def campaign(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
     account = LinkedAccount.objects.filter(user=request.user).first()
-    return render(request, "blocking/campaign.html", {"campaign": campaign, "progress": _progress(campaign, account)})
+    return render(
+        request,
+        "blocking/campaign.html",
+        {"campaign": campaign, "progress": _progress(campaign, account)},
+    )
 
 
 @login_required
@@ -166,7 +173,9 @@ def campaigns(request):
 @login_required
 def blocks(request):
     query = request.GET.get("q", "").strip().lstrip("@")
-    rows = ActionRecord.objects.filter(owner=request.user).exclude(state=ActionRecord.State.RELEASING)
+    rows = ActionRecord.objects.filter(owner=request.user).exclude(
+        state=ActionRecord.State.RELEASING
+    )
     if query:
         rows = rows.filter(subject_handle__icontains=query)
     page = Paginator(rows.order_by("subject_handle", "pk"), 100).get_page(request.GET.get("page"))
@@ -182,7 +191,9 @@ def undo_one(request, pk):
             state=ActionRecord.State.RELEASING, attempted_at=timezone.now()
         )
         transaction.on_commit(lambda: tasks.undo_one.delay(row.owner_id, row.kind, row.pk))
-        messages.success(request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}.")
+        messages.success(
+            request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}."
+        )
     return redirect("blocks")
 
 

@@ -11,8 +11,13 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--latency-ms", type=int, default=0)
-    parser.add_argument("--account", action="append", default=[], metavar="HANDLE:PASSWORD",
-                        help="create an account at start (repeatable)")
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="HANDLE:PASSWORD",
+        help="create an account at start (repeatable)",
+    )
     args = parser.parse_args()
     server, url = serve(args.host, args.port, Config(latency_ms=args.latency_ms))
     for spec in args.account:

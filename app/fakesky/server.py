@@ -39,6 +39,7 @@ class Account:
     mutes: set = field(default_factory=set)
     writes: deque = field(default_factory=deque)  # (time, points)
     write_calls: int = 0
+    calls: int = 0  # every request made as (or signing in as) this account
 
 
 class FakeBluesky:
@@ -70,8 +71,9 @@ class FakeBluesky:
         with self.lock:
             account = self.accounts.get(handle)
             if account is None:
-                account = Account(did=f"did:plc:acct{len(self.accounts) + 1}", handle=handle,
-                                  password=password)
+                account = Account(
+                    did=f"did:plc:acct{len(self.accounts) + 1}", handle=handle, password=password
+                )
                 self.accounts[handle] = account
                 self.by_did[account.did] = account
             account.password = password
@@ -84,7 +86,11 @@ class FakeBluesky:
             account = self.accounts[handle]
             account.revoked = True
             for table in (self.access, self.refresh):
-                for token in [t for t, v in table.items() if (v[0] if isinstance(v, tuple) else v) == account.did]:
+                for token in [
+                    t
+                    for t, v in table.items()
+                    if (v[0] if isinstance(v, tuple) else v) == account.did
+                ]:
                     del table[token]
 
     def state(self, handle):
@@ -99,6 +105,7 @@ class FakeBluesky:
                 "blocked": sorted(set(subjects)),
                 "muted": sorted(account.mutes),
                 "write_calls": account.write_calls,
+                "calls": account.calls,
                 "requests": self.requests,
                 "rate_limited": self.rate_limited,
             }
@@ -108,17 +115,29 @@ class FakeBluesky:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         self.access[access] = (account.did, time.time() + self.config.access_token_ttl_s)
         self.refresh[refresh] = account.did
-        return {"did": account.did, "handle": account.handle, "accessJwt": access,
-                "refreshJwt": refresh, "active": True}
+        return {
+            "did": account.did,
+            "handle": account.handle,
+            "accessJwt": access,
+            "refreshJwt": refresh,
+            "active": True,
+        }
 
     def create_session(self, body):
         with self.lock:
             ident = body.get("identifier", "")
             account = self.accounts.get(ident) or self.by_did.get(ident)
-            if not account or account.revoked or not secrets.compare_digest(
-                body.get("password", ""), account.password
+            if account:
+                account.calls += 1
+            if (
+                not account
+                or account.revoked
+                or not secrets.compare_digest(body.get("password", ""), account.password)
             ):
-                return 401, {"error": "AuthenticationRequired", "message": "Invalid identifier or password"}
+                return 401, {
+                    "error": "AuthenticationRequired",
+                    "message": "Invalid identifier or password",
+                }
             return 200, self._issue(account)
 
     def refresh_session(self, token):
@@ -132,8 +151,12 @@ class FakeBluesky:
         with self.lock:
             entry = self.access.get(token)
             if entry is None:
-                return None, (400, {"error": "InvalidToken", "message": "Token could not be verified"})
+                return None, (
+                    400,
+                    {"error": "InvalidToken", "message": "Token could not be verified"},
+                )
             did, expires_at = entry
+            self.by_did[did].calls += 1
             if time.time() >= expires_at:
                 return None, (400, {"error": "ExpiredToken", "message": "Token has expired"})
             return self.by_did[did], None
@@ -158,8 +181,12 @@ class FakeBluesky:
             if account is None:
                 return None
             did, handle, followers = account.did, account.handle, 0
-        profile = {"did": did, "handle": handle, "displayName": handle.split(".")[0],
-                   "viewer": self._viewer(me, did)}
+        profile = {
+            "did": did,
+            "handle": handle,
+            "displayName": handle.split(".")[0],
+            "viewer": self._viewer(me, did),
+        }
         if detailed:
             profile.update(followersCount=followers, followsCount=0, postsCount=0)
         return profile
@@ -173,7 +200,10 @@ class FakeBluesky:
 
     def get_profiles(self, me, actors):
         if len(actors) > 25:
-            return 400, {"error": "InvalidRequest", "message": "actors must not have more than 25 elements"}
+            return 400, {
+                "error": "InvalidRequest",
+                "message": "actors must not have more than 25 elements",
+            }
         with self.lock:
             found = [p for p in (self._profile(me, a, detailed=True) for a in actors) if p]
         return 200, {"profiles": found}
@@ -205,8 +235,16 @@ class FakeBluesky:
             items = sorted(me.blocks.items())
         start = int(cursor or 0)
         page = items[start : start + limit]
-        body = {"blocks": [{"did": subject, "handle": "", "viewer": {"blocking": f"at://{me.did}/{BLOCK}/{rkey}"}}
-                           for rkey, subject in page]}
+        body = {
+            "blocks": [
+                {
+                    "did": subject,
+                    "handle": "",
+                    "viewer": {"blocking": f"at://{me.did}/{BLOCK}/{rkey}"},
+                }
+                for rkey, subject in page
+            ]
+        }
         if start + limit < len(items):
             body["cursor"] = str(start + limit)
         return 200, body
@@ -219,48 +257,89 @@ class FakeBluesky:
             me.writes.popleft()
         hour_used = sum(p for t, p in me.writes if t > now - self.config.hour_window_s)
         day_used = sum(p for _, p in me.writes)
-        limit, window, used = self.config.write_points_per_hour, self.config.hour_window_s, hour_used
+        limit, window, used = (
+            self.config.write_points_per_hour,
+            self.config.hour_window_s,
+            hour_used,
+        )
         if self.config.write_points_per_day - day_used < limit - hour_used:
-            limit, window, used = self.config.write_points_per_day, self.config.day_window_s, day_used
+            limit, window, used = (
+                self.config.write_points_per_day,
+                self.config.day_window_s,
+                day_used,
+            )
         in_window = [t for t, _ in me.writes if t > now - window]
         reset = int((in_window[0] if in_window else now) + window) + 1
         ok = used + points <= limit
         if ok:
             me.writes.append((now, points))
             used += points
-        headers = {"ratelimit-limit": str(limit), "ratelimit-remaining": str(max(0, limit - used)),
-                   "ratelimit-reset": str(reset), "ratelimit-policy": f"{limit};w={int(window)}"}
+        headers = {
+            "ratelimit-limit": str(limit),
+            "ratelimit-remaining": str(max(0, limit - used)),
+            "ratelimit-reset": str(reset),
+            "ratelimit-policy": f"{limit};w={int(window)}",
+        }
         return ok, headers
 
     def apply_writes(self, me, body):
         writes = body.get("writes") or []
         if body.get("repo") not in (me.did, me.handle):
-            return 400, {"error": "InvalidRequest", "message": "repo must be the signed-in account"}, {}
+            return (
+                400,
+                {"error": "InvalidRequest", "message": "repo must be the signed-in account"},
+                {},
+            )
         if not 0 < len(writes) <= 200:
-            return 400, {"error": "InvalidRequest", "message": "writes must have 1-200 elements"}, {}
+            return (
+                400,
+                {"error": "InvalidRequest", "message": "writes must have 1-200 elements"},
+                {},
+            )
         points = sum(3 if w.get("$type", "").endswith("#create") else 1 for w in writes)
         with self.lock:
             ok, headers = self._spend(me, points)
             if not ok:
                 self.rate_limited += 1
-                return 429, {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}, headers
+                return (
+                    429,
+                    {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+                    headers,
+                )
             me.write_calls += 1
             results = []
             for write in writes:
                 kind = write.get("$type", "")
                 if write.get("collection") != BLOCK:
-                    return 400, {"error": "InvalidRequest", "message": "unsupported collection"}, headers
+                    return (
+                        400,
+                        {"error": "InvalidRequest", "message": "unsupported collection"},
+                        headers,
+                    )
                 if kind.endswith("#create"):
                     rkey = write.get("rkey") or f"3k{next(self._rkeys):011d}"
                     me.blocks[rkey] = write["value"]["subject"]
-                    results.append({"$type": "com.atproto.repo.applyWrites#createResult",
-                                    "uri": f"at://{me.did}/{BLOCK}/{rkey}", "cid": "bafyfake" + rkey})
+                    results.append(
+                        {
+                            "$type": "com.atproto.repo.applyWrites#createResult",
+                            "uri": f"at://{me.did}/{BLOCK}/{rkey}",
+                            "cid": "bafyfake" + rkey,
+                        }
+                    )
                 elif kind.endswith("#delete"):
                     me.blocks.pop(write.get("rkey"), None)
                     results.append({"$type": "com.atproto.repo.applyWrites#deleteResult"})
                 else:
-                    return 400, {"error": "InvalidRequest", "message": f"unknown write {kind}"}, headers
-        return 200, {"commit": {"cid": "bafycommit", "rev": str(time.time_ns())}, "results": results}, headers
+                    return (
+                        400,
+                        {"error": "InvalidRequest", "message": f"unknown write {kind}"},
+                        headers,
+                    )
+        return (
+            200,
+            {"commit": {"cid": "bafycommit", "rev": str(time.time_ns())}, "results": results},
+            headers,
+        )
 
     def mute(self, me, actor, on):
         with self.lock:
@@ -317,12 +396,12 @@ class Handler(BaseHTTPRequestHandler):
         if body is None:
             return self._reply(400, {"error": "InvalidRequest", "message": "body is not JSON"})
         if url.path.startswith("/_fake/"):
-            return self._test_hook(method, url.path[len("/_fake/"):], query, body)
+            return self._test_hook(method, url.path[len("/_fake/") :], query, body)
         if not url.path.startswith("/xrpc/"):
             return self._reply(404, {"error": "NotFound", "message": "no such endpoint"})
-        nsid = url.path[len("/xrpc/"):]
+        nsid = url.path[len("/xrpc/") :]
         auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         if nsid == "com.atproto.server.createSession" and method == "POST":
             return self._reply(*self.fake.create_session(body))
         if nsid == "com.atproto.server.refreshSession" and method == "POST":
@@ -333,13 +412,24 @@ class Handler(BaseHTTPRequestHandler):
         first = lambda name, default=None: (query.get(name) or [default])[0]  # noqa: E731
         limit = min(100, max(1, int(first("limit", "50"))))
         routes = {
-            ("GET", "app.bsky.actor.getProfile"): lambda: self.fake.get_profile(me, first("actor", "")),
-            ("GET", "app.bsky.actor.getProfiles"): lambda: self.fake.get_profiles(me, query.get("actors", [])),
+            ("GET", "app.bsky.actor.getProfile"): lambda: self.fake.get_profile(
+                me, first("actor", "")
+            ),
+            ("GET", "app.bsky.actor.getProfiles"): lambda: self.fake.get_profiles(
+                me, query.get("actors", [])
+            ),
             ("GET", "app.bsky.graph.getFollowers"): lambda: self.fake.get_followers(
-                me, first("actor", ""), limit, first("cursor")),
-            ("GET", "app.bsky.graph.getBlocks"): lambda: self.fake.get_blocks(me, limit, first("cursor")),
-            ("POST", "app.bsky.graph.muteActor"): lambda: self.fake.mute(me, body.get("actor", ""), True),
-            ("POST", "app.bsky.graph.unmuteActor"): lambda: self.fake.mute(me, body.get("actor", ""), False),
+                me, first("actor", ""), limit, first("cursor")
+            ),
+            ("GET", "app.bsky.graph.getBlocks"): lambda: self.fake.get_blocks(
+                me, limit, first("cursor")
+            ),
+            ("POST", "app.bsky.graph.muteActor"): lambda: self.fake.mute(
+                me, body.get("actor", ""), True
+            ),
+            ("POST", "app.bsky.graph.unmuteActor"): lambda: self.fake.mute(
+                me, body.get("actor", ""), False
+            ),
         }
         if (method, nsid) == ("POST", "com.atproto.repo.applyWrites"):
             return self._reply(*self.fake.apply_writes(me, body))
@@ -362,7 +452,9 @@ class Handler(BaseHTTPRequestHandler):
         if name == "config" and method == "POST":
             for key, value in body.items():
                 if not hasattr(fake.config, key):
-                    return self._reply(400, {"error": "InvalidRequest", "message": f"unknown setting {key}"})
+                    return self._reply(
+                        400, {"error": "InvalidRequest", "message": f"unknown setting {key}"}
+                    )
                 setattr(fake.config, key, type(getattr(fake.config, key))(value))
             return self._reply(200, vars(fake.config))
         if name == "state" and method == "GET":

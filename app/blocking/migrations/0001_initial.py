@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -61,9 +60,7 @@ class Migration(migrations.Migration):
                 ("target_did", models.CharField(max_length=255)),
                 (
                     "action",
-                    models.CharField(
-                        choices=[("block", "Block"), ("mute", "Mute")], max_length=5
-                    ),
+                    models.CharField(choices=[("block", "Block"), ("mute", "Mute")], max_length=5),
                 ),
                 (
                     "scope",
@@ -128,9 +125,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "kind",
-                    models.CharField(
-                        choices=[("block", "Block"), ("mute", "Mute")], max_length=5
-                    ),
+                    models.CharField(choices=[("block", "Block"), ("mute", "Mute")], max_length=5),
                 ),
                 ("subject_did", models.CharField(max_length=255)),
                 ("subject_handle", models.CharField(blank=True, max_length=253)),

@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from blocking import buckets
 from blocking.models import LinkedAccount
 
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -15,6 +16,7 @@ def person(client, fakesky, settings):
         handle = f"{username}.fake.test"
         fakesky.account(handle, APP_PASSWORD, follows=follows)
         user = get_user_model().objects.create_user(username, password="pw-" + username)
+        buckets.bucket_for(user)
         client.force_login(user)
         response = client.post("/link/", {"handle": handle, "app_password": APP_PASSWORD})
         assert response.status_code == 302, response.content

@@ -3,7 +3,6 @@
 import time
 
 import pytest
-
 from bluesky.client import BlueskyClient
 from bluesky.errors import CredentialsRevoked, NotFound, RateLimited
 

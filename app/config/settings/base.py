@@ -120,7 +120,7 @@ RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 # another may pick them up (after checking the network for what was done).
 ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
 # Work still unfinished this long after it was queued is queued again.
-STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 900)
+STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 3600)
 # No task is scheduled further ahead than this: long waits are data (next_page_at,
 # until) read by periodic tasks, never countdowns held by the broker or a worker.
 MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 300)
@@ -133,7 +133,9 @@ PERIODIC_INTERVAL_S = float(env("SHOESTRING_PERIODIC_INTERVAL_S", "30"))
 # and batches, "maintenance" expiry and clean-ups (docs/queues.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -161,10 +163,13 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
 }
 
-if MAX_COUNTDOWN_S + CELERY_TASK_TIME_LIMIT >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+if (
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    <= MAX_COUNTDOWN_S + CELERY_TASK_TIME_LIMIT
+):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "CELERY_VISIBILITY_TIMEOUT_S must exceed SHOESTRING_MAX_COUNTDOWN_S plus the task time limit, "
-        "or the broker redelivers delayed tasks that are still waiting"
+        "CELERY_VISIBILITY_TIMEOUT_S must exceed SHOESTRING_MAX_COUNTDOWN_S plus the task time"
+        " limit, or the broker redelivers delayed tasks that are still waiting"
     )
