@@ -135,45 +135,31 @@ class Worker:
     def __init__(self, env, log_path):
         self.env, self.log_path, self.process = env, log_path, None
 
+    def _spawn(self, *args):
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", *args, "--loglevel", "INFO"],
+            cwd=APP_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
     def start(self):
         self.log = open(self.log_path, "ab")  # noqa: SIM115
-        celery = [sys.executable, "-m", "celery", "-A", "config"]
-        self.process = subprocess.Popen(
-            [
-                *celery,
-                "worker",
-                "-Q",
-                "interactive,bulk,maintenance",
-                "--concurrency",
-                "2",
-                "--prefetch-multiplier",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=APP_DIR,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.process = self._spawn(
+            "worker",
+            "-Q",
+            "interactive,bulk,maintenance",
+            "--concurrency",
+            "2",
+            "--prefetch-multiplier",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         )
         # Beat is its own process, as on the appliance, so killing pool processes spares it.
-        self.beat = subprocess.Popen(
-            [
-                *celery,
-                "beat",
-                "--schedule",
-                str(self.log_path.with_suffix(".schedule")),
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=APP_DIR,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.beat = self._spawn("beat", "--schedule", str(self.log_path.with_suffix(".schedule")))
         wait_until(
             lambda: b"ready." in self.log_path.read_bytes(), 60, message="celery worker ready"
         )
@@ -186,6 +172,16 @@ class Worker:
             check=False,
         ).stdout
         return [int(pid) for pid in out.split()]
+
+    def rss_kib(self):
+        """Resident memory of the worker's main process and each pool process, in KiB."""
+        pids = [self.process.pid, *self.children()]
+        sizes = {}
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[pid] = int(line.split()[1])
+        return sizes
 
     def kill_children(self):
         children = self.children()

@@ -125,31 +125,45 @@ def _queue_batches(campaign_id, dids):
         act_on_batch.delay(campaign_id, dids[start : start + size])
 
 
+def _take_in(campaign, subjects):
+    """Insert a pending row per (did, handle); return the DIDs this campaign now holds.
+
+    A conflict on the unique constraint means the person already holds that
+    block or mute (from another campaign): that subject is not this campaign's.
+    """
+    ActionRecord.objects.bulk_create(
+        [
+            ActionRecord(
+                owner_id=campaign.user_id,
+                campaign_id=campaign.pk,
+                kind=campaign.action,
+                subject_did=did,
+                subject_handle=handle,
+                until=campaign.until,
+            )
+            for did, handle in subjects
+        ],
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
+    return list(
+        ActionRecord.objects.filter(
+            owner_id=campaign.user_id,
+            kind=campaign.action,
+            subject_did__in=[did for did, _ in subjects],
+            campaign_id=campaign.pk,
+            state=State.PENDING,
+        ).values_list("subject_did", flat=True)
+    )
+
+
 @task("blocking.start_campaign")
 def start_campaign(self, campaign_id):
     campaign = Campaign.objects.get(pk=campaign_id)
     if campaign.status != Campaign.Status.RUNNING:
         return
     if campaign.scope in (Scope.ACCOUNT, Scope.BOTH):
-        ActionRecord.objects.bulk_create(
-            [
-                ActionRecord(
-                    owner_id=campaign.user_id,
-                    campaign=campaign,
-                    kind=campaign.action,
-                    subject_did=campaign.target_did,
-                    subject_handle=campaign.target_handle,
-                    until=campaign.until,
-                )
-            ],
-            ignore_conflicts=True,
-        )
-        ours = ActionRecord.objects.filter(
-            owner_id=campaign.user_id,
-            kind=campaign.action,
-            subject_did=campaign.target_did,
-            campaign=campaign,
-        ).exists()
+        ours = bool(_take_in(campaign, [(campaign.target_did, campaign.target_handle)]))
         Campaign.objects.filter(pk=campaign_id).update(
             found=F("found") + 1, skipped=F("skipped") + (0 if ours else 1)
         )
@@ -212,30 +226,7 @@ def fetch_follower_page(self, campaign_id, cursor):
         locked = Campaign.objects.select_for_update().get(pk=campaign_id)
         if locked.cursor != cursor or locked.pages_done:
             return  # another run took this page in meanwhile
-        ActionRecord.objects.bulk_create(
-            [
-                ActionRecord(
-                    owner_id=campaign.user_id,
-                    campaign_id=campaign_id,
-                    kind=campaign.action,
-                    subject_did=p.did,
-                    subject_handle=p.handle,
-                    until=campaign.until,
-                )
-                for p in wanted
-            ],
-            ignore_conflicts=True,
-            batch_size=1000,
-        )
-        ours = list(
-            ActionRecord.objects.filter(
-                owner_id=campaign.user_id,
-                kind=campaign.action,
-                subject_did__in=[p.did for p in wanted],
-                campaign_id=campaign_id,
-                state=State.PENDING,
-            ).values_list("subject_did", flat=True)
-        )
+        ours = _take_in(campaign, [(p.did, p.handle) for p in wanted])
         # Accounts this person already holds a block of (another campaign) count as skipped.
         skipped += len(wanted) - len(ours)
         done_paging = not next_cursor

@@ -55,6 +55,8 @@ def test_a_campaign_blocks_every_follower_exactly_once(client, person, fakesky, 
     assert 'value="100"' in page
     assert "100%" in page
     print(f"\nthroughput: {12_345 / elapsed:.0f} blocks/s ({elapsed:.1f}s for 12,345)")
+    rss = celery_worker.rss_kib()
+    print("worker RSS after the campaign (KiB, main process first):", list(rss.values()))
 
 
 def test_rate_limiting_mid_campaign_waits_for_the_reset(client, person, fakesky, celery_worker):

@@ -235,3 +235,27 @@ def test_app_temp_dir_is_on_disk_not_ram(host):
         'TMPDIR="/var/lib/shoestring/tmp"'
         in host.file("/etc/shoestring/shoestring.env").content_string
     )
+
+
+def test_the_sign_in_page_is_served_over_https(host):
+    page = host.check_output("curl -sk https://localhost/accounts/login/")
+    assert "Sign in" in page
+    assert 'name="csrfmiddlewaretoken"' in page
+
+
+def test_the_app_can_use_its_credentials_key(host):
+    out = host.check_output(
+        "shoestring-manage shell --no-imports -c %s",
+        "from blocking import crypto; print(crypto.decrypt(crypto.encrypt('round trip')))",
+    )
+    assert out == "round trip"
+
+
+def test_the_block_service_tables_are_migrated_and_granted(app_env, psql_as):
+    result = psql_as(
+        app_env["DATABASE_USER"],
+        app_env["DATABASE_PASSWORD"],
+        "SELECT count(*) FROM blocking_actionrecord",
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "0"
