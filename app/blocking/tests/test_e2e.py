@@ -169,3 +169,21 @@ def test_revoked_credentials_stop_the_work_and_tell_the_person(
     assert "Bluesky refused the app password" in page
     link_page = client.get("/link/").content.decode()
     assert "Bluesky refused the app password" in link_page
+
+
+def test_a_person_finds_undoes_one_and_then_undoes_everybody(
+    client, person, fakesky, celery_worker
+):
+    user = person()
+    finished(start(client, "pile-120.fake.test", scope="both"), timeout=120)
+    assert fakesky.state(user.handle)["block_count"] == 121
+    page = client.get("/blocks/", {"q": "f7.pile-120"}).content.decode()
+    assert "@f7.pile-120.fake.test" in page
+    assert "@f8.pile-120.fake.test" not in page
+    row = ActionRecord.objects.get(owner=user, subject_handle="f7.pile-120.fake.test")
+    client.post(f"/blocks/{row.pk}/undo/")
+    wait_until(lambda: fakesky.state(user.handle)["block_count"] == 120, 30, message="one undo")
+    assert "did:plc:pile120x7" not in fakesky.state(user.handle)["blocked"]
+    response = client.post("/blocks/undo-all/", follow=True)
+    assert "Undoing 120 blocks and mutes" in response.content.decode()
+    wait_until(lambda: fakesky.state(user.handle)["block_count"] == 0, 60, message="undo everybody")

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from blocking import buckets
-from blocking.models import Campaign, LinkedAccount, TokenBucket
+from blocking.models import Campaign, KillSwitch, LinkedAccount, TokenBucket
 from blocking.tests.conftest import APP_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -111,3 +111,33 @@ def test_another_persons_campaign_is_not_visible(client, person, django_user_mod
     campaign = Campaign.objects.get()
     client.force_login(django_user_model.objects.create_user("mallory", password="x"))
     assert client.get(f"/campaigns/{campaign.pk}/").status_code == 404
+
+
+def test_staff_engage_a_kill_switch_in_the_admin(client, django_user_model):
+    staff = django_user_model.objects.create_superuser("ops", password="x")
+    client.force_login(staff)
+    response = client.post(
+        "/admin/blocking/killswitch/add/",
+        {"task_name": "blocking.act_on_batch", "engaged": "on", "reason": "bad deploy"},
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert KillSwitch.objects.get().task_name == "blocking.act_on_batch"
+
+
+def test_staff_give_a_person_more_tokens_in_the_admin(client, person, django_user_model):
+    user = person()
+    bucket = TokenBucket.objects.get(user=user)
+    client.force_login(django_user_model.objects.create_superuser("ops", password="x"))
+    response = client.post(
+        f"/admin/blocking/tokenbucket/{bucket.pk}/change/",
+        {
+            "tokens": "90000",
+            "capacity": "100000",
+            "refill_per_hour": "5000",
+            "refilled_at_0": "2026-01-01",
+            "refilled_at_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:800]
+    bucket.refresh_from_db()
+    assert (bucket.capacity, bucket.refill_per_hour) == (100000, 5000)
