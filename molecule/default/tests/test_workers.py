@@ -1,0 +1,189 @@
+"""The workers tier: timeout-wrapped pools, beat, the broker, restricted roles, and a
+campaign run end to end on the host against the fake Bluesky server on its loopback."""
+
+import json
+import re
+import time
+
+import pytest
+
+POOLS = {"interactive": 2, "bulk": 2, "maintenance": 1}
+FLAGS = "--without-gossip --without-mingle --without-heartbeat"
+
+
+def unit_props(host, unit, *names):
+    args = " ".join(f"-p {name}" for name in names)
+    out = host.check_output(f"systemctl show {args} {unit}")
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def env_file(host, path):
+    return dict(re.findall(r'^([A-Z_]+)="(.*)"$', host.file(path).content_string, re.MULTILINE))
+
+
+@pytest.mark.parametrize(("pool", "concurrency"), POOLS.items())
+def test_each_pool_runs_under_timeout_with_the_memory_saving_flags(host, pool, concurrency):
+    unit = f"shoestring-worker-{pool}.service"
+    props = unit_props(host, unit, "MainPID", "Restart", "NRestarts", "MemoryMax", "OOMScoreAdjust")
+    assert props["Restart"] == "always"
+    assert props["NRestarts"] == "0", f"{unit} is restarting in a loop"
+    assert props["MemoryMax"] != "infinity"
+    assert props["OOMScoreAdjust"] == "500"
+    main = host.check_output("cat /proc/%s/cmdline | tr '\\0' ' '", props["MainPID"])
+    assert main.startswith("/usr/bin/timeout --kill-after=5m 8h ")
+    worker = host.check_output("ps -o args= --ppid %s", props["MainPID"])
+    assert f"celery -A config worker -Q {pool} {FLAGS}" in worker
+    assert f"--concurrency {concurrency} --prefetch-multiplier 1" in worker
+
+
+def test_beat_runs_on_its_own_without_timeout(host):
+    props = unit_props(host, "shoestring-beat.service", "MainPID", "NRestarts", "MemoryMax")
+    assert props["NRestarts"] == "0"
+    assert props["MemoryMax"] != "infinity"
+    cmdline = host.check_output("cat /proc/%s/cmdline | tr '\\0' ' '", props["MainPID"])
+    assert "celery -A config beat" in cmdline
+    assert "timeout" not in cmdline
+
+
+def test_each_pool_gets_only_its_own_secrets(host):
+    bulk = env_file(host, "/etc/shoestring/worker-bulk.env")
+    maintenance = env_file(host, "/etc/shoestring/worker-maintenance.env")
+    beat = env_file(host, "/etc/shoestring/beat.env")
+    web = env_file(host, "/etc/shoestring/shoestring.env")
+    assert bulk["DATABASE_USER"] == "shoestring_worker_bulk"
+    assert "SHOESTRING_CREDENTIALS_KEY" in bulk
+    assert "SHOESTRING_CREDENTIALS_KEY" not in maintenance
+    assert "DATABASE_PASSWORD" not in beat
+    assert bulk["DJANGO_SECRET_KEY"] != web["DJANGO_SECRET_KEY"]
+    for path in ["worker-bulk.env", "worker-maintenance.env", "beat.env"]:
+        assert host.file(f"/etc/shoestring/{path}").mode == 0o640
+
+
+def psql(host, env, sql):
+    return host.run(
+        "PGPASSWORD=%s psql -h 127.0.0.1 -U %s -d shoestring -Atc %s",
+        env["DATABASE_PASSWORD"],
+        env["DATABASE_USER"],
+        sql,
+    )
+
+
+def test_a_pool_role_is_refused_outside_its_rights(host):
+    bulk = env_file(host, "/etc/shoestring/worker-bulk.env")
+    refused = [
+        "SELECT count(*) FROM auth_user",
+        "UPDATE blocking_linkedaccount SET handle = 'x' WHERE false",
+        "DELETE FROM blocking_campaign WHERE false",
+    ]
+    for sql in refused:
+        result = psql(host, bulk, sql)
+        assert result.rc != 0, sql
+        assert "permission denied" in result.stderr, sql
+    allowed = psql(
+        host, bulk, "UPDATE blocking_linkedaccount SET rate_limited_until = NULL WHERE false"
+    )
+    assert allowed.rc == 0, allowed.stderr
+    maintenance = env_file(host, "/etc/shoestring/worker-maintenance.env")
+    assert (
+        "permission denied"
+        in psql(host, maintenance, "SELECT 1 FROM blocking_linkedaccount").stderr
+    )
+
+
+def test_the_broker_is_private_and_never_evicts(host):
+    password = (
+        env_file(host, "/etc/shoestring/beat.env")["CELERY_BROKER_URL"].split(":")[2].split("@")[0]
+    )
+    assert "NOAUTH" in host.run("redis-cli -h 127.0.0.1 ping").stdout
+    config = host.check_output(
+        "REDISCLI_AUTH=%s redis-cli -h 127.0.0.1 config get maxmemory-policy", password
+    )
+    assert config.splitlines()[1] == "noeviction"
+    assert (
+        host.check_output(
+            "REDISCLI_AUTH=%s redis-cli -h 127.0.0.1 config get appendonly", password
+        ).splitlines()[1]
+        == "no"
+    )
+    listeners = host.check_output("ss -Hltn 'sport = :6379'").splitlines()
+    assert listeners
+    assert all(line.split()[3].startswith(("127.0.0.1:", "[::1]:")) for line in listeners)
+
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from blocking import buckets, tasks
+from blocking.models import Campaign, LinkedAccount
+user, _ = get_user_model().objects.get_or_create(username="molecule-e2e")
+buckets.bucket_for(user)
+account = LinkedAccount(user=user, handle="victim.fake.test", did="{did}",
+                        service_url="http://127.0.0.1:8787")
+account.app_password = "app-pass-molecule"
+account.save()
+assert buckets.debit(user, {count})
+campaign = Campaign.objects.create(user=user, target_handle="crowd-{count}.fake.test",
+    target_did="did:plc:crowd{count}", action="block", scope="followers",
+    expected={count}, tokens_debited={count})
+tasks.start_campaign.delay(campaign.pk)
+print(campaign.pk)
+"""
+
+
+@pytest.fixture
+def fake_bluesky(host):
+    host.run("systemctl stop fakesky.service")
+    host.run("systemctl reset-failed fakesky.service")
+    started = host.run(
+        "systemd-run --unit fakesky --property User=shoestring"
+        " --working-directory /opt/shoestring/app"
+        " /opt/shoestring/venv/bin/python -m fakesky --port 8787"
+    )
+    assert started.rc == 0, started.stderr
+    for _ in range(40):
+        if host.run("curl -sf -X POST http://127.0.0.1:8787/_fake/reset").rc == 0:
+            break
+        time.sleep(0.25)
+    yield "http://127.0.0.1:8787"
+    host.run("systemctl stop fakesky.service")
+
+
+def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host, fake_bluesky):
+    count = 3000
+    account = json.loads(
+        host.check_output(
+            "curl -sf -X POST %s/_fake/accounts -d %s",
+            fake_bluesky,
+            json.dumps({"handle": "victim.fake.test", "password": "app-pass-molecule"}),
+        )
+    )
+    host.check_output(
+        "curl -sf -X POST %s/_fake/config -d %s",
+        fake_bluesky,
+        json.dumps({"write_points_per_hour": 1_000_000, "write_points_per_day": 1_000_000}),
+    )
+    host.run(
+        "shoestring-manage shell --no-imports -c %s",
+        "from django.contrib.auth import get_user_model;"
+        " get_user_model().objects.filter(username='molecule-e2e').delete()",
+    )
+    campaign_id = host.check_output(
+        "shoestring-manage shell --no-imports -c %s", SETUP.format(did=account["did"], count=count)
+    ).splitlines()[-1]
+    status = ""
+    for _ in range(180):
+        status = host.check_output(
+            "shoestring-manage shell --no-imports -c %s",
+            "from blocking.models import Campaign;"
+            f" print(Campaign.objects.get(pk={campaign_id}).status)",
+        ).splitlines()[-1]
+        if status != "running":
+            break
+        time.sleep(1)
+    assert status == "done"
+    state = json.loads(
+        host.check_output("curl -sf '%s/_fake/state?handle=victim.fake.test'", fake_bluesky)
+    )
+    assert state["block_count"] == state["distinct_blocked"] == count
+    assert state["duplicates"] == 0
+    rss = host.check_output("ps -eo rss=,args= | grep '[c]elery -A config' | cut -c1-90")
+    print("\nworker RSS (KiB) after the campaign:\n" + rss)
