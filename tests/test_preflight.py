@@ -87,7 +87,7 @@ BAD_SETTINGS = [
         id="worker-lifetime-not-a-duration",
     ),
     pytest.param(
-        {"redis_bind": ["0.0.0.0"]},
+        {"redis_bind": ["10.0.0.5"]},
         ["redis_bind loopback addresses only"],
         id="broker-on-the-network",
     ),

@@ -147,8 +147,7 @@ def fake_bluesky(host):
     host.run("systemctl stop fakesky.service")
 
 
-def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host, fake_bluesky):
-    count = 3000
+def start_campaign(host, fake_bluesky, count, **fake_config):
     account = json.loads(
         host.check_output(
             "curl -sf -X POST %s/_fake/accounts -d %s",
@@ -157,20 +156,22 @@ def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host,
         )
     )
     host.check_output(
-        "curl -sf -X POST %s/_fake/config -d %s",
-        fake_bluesky,
-        json.dumps({"write_points_per_hour": 1_000_000, "write_points_per_day": 1_000_000}),
+        "curl -sf -X POST %s/_fake/config -d %s", fake_bluesky, json.dumps(fake_config)
     )
     host.run(
         "shoestring-manage shell --no-imports -c %s",
         "from django.contrib.auth import get_user_model;"
         " get_user_model().objects.filter(username='molecule-e2e').delete()",
     )
-    campaign_id = host.check_output(
+    return host.check_output(
         "shoestring-manage shell --no-imports -c %s", SETUP.format(did=account["did"], count=count)
     ).splitlines()[-1]
+
+
+def wait_for_campaign(host, campaign_id, timeout):
     status = ""
-    for _ in range(180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         status = host.check_output(
             "shoestring-manage shell --no-imports -c %s",
             "from blocking.models import Campaign;"
@@ -178,12 +179,62 @@ def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host,
         ).splitlines()[-1]
         if status != "running":
             break
-        time.sleep(1)
-    assert status == "done"
+        time.sleep(2)
+    return status
+
+
+def blocked_once(host, fake_bluesky, count):
     state = json.loads(
         host.check_output("curl -sf '%s/_fake/state?handle=victim.fake.test'", fake_bluesky)
     )
     assert state["block_count"] == state["distinct_blocked"] == count
     assert state["duplicates"] == 0
+    return state
+
+
+def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host, fake_bluesky):
+    count = 3000
+    campaign_id = start_campaign(
+        host, fake_bluesky, count, write_points_per_hour=1_000_000, write_points_per_day=1_000_000
+    )
+    assert wait_for_campaign(host, campaign_id, timeout=180) == "done"
+    blocked_once(host, fake_bluesky, count)
     rss = host.check_output("ps -eo rss=,args= | grep '[c]elery -A config' | cut -c1-90")
     print("\nworker RSS (KiB) after the campaign:\n" + rss)
+
+
+SHORT_LIFETIME = """[Service]
+ExecStart=
+ExecStart=/usr/bin/timeout --kill-after=30s 60s /opt/shoestring/venv/bin/celery -A config worker \\
+  -Q bulk --without-gossip --without-mingle --without-heartbeat --concurrency 2 \\
+  --prefetch-multiplier 1 --hostname bulk@%H --loglevel INFO
+"""
+
+
+@pytest.fixture
+def short_lived_bulk_pool(host):
+    dropin = "/run/systemd/system/shoestring-worker-bulk.service.d"
+    host.check_output(
+        "mkdir -p %s && printf '%%s' %s > %s/lifetime.conf", dropin, SHORT_LIFETIME, dropin
+    )
+    host.check_output("systemctl daemon-reload && systemctl restart shoestring-worker-bulk.service")
+    yield
+    host.check_output("rm -rf %s && systemctl daemon-reload", dropin)
+    host.check_output("systemctl restart shoestring-worker-bulk.service")
+
+
+def test_a_pool_restarted_by_timeout_mid_campaign_loses_and_repeats_nothing(
+    host, fake_bluesky, short_lived_bulk_pool
+):
+    before = int(host.check_output("systemctl show -P NRestarts shoestring-worker-bulk.service"))
+    count = 1000
+    # 200 blocks per 20-second window: the campaign takes about 100 s, and the
+    # bulk pool's 60-second lifetime ends while tasks wait for the rate limit.
+    campaign_id = start_campaign(
+        host, fake_bluesky, count, write_points_per_hour=600, hour_window_s=20
+    )
+    assert wait_for_campaign(host, campaign_id, timeout=400) == "done"
+    restarts = int(host.check_output("systemctl show -P NRestarts shoestring-worker-bulk.service"))
+    assert restarts > before, "the bulk pool was not restarted by timeout during the campaign"
+    state = blocked_once(host, fake_bluesky, count)
+    assert state["rate_limited"] > 0
