@@ -201,6 +201,42 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
+def moto_sqs(tmp_path_factory):
+    """A local SQS-compatible endpoint (moto_server) on loopback."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("moto_server")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: _connects(port), 20, message="moto_server")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def sqs_settings(endpoint, prefix):
+    """Environment that points the app's broker at the local SQS endpoint."""
+    host_port = endpoint.removeprefix("http://")
+    return {
+        "CELERY_BROKER_URL": f"sqs://testing:testing@{host_port}",
+        "SHOESTRING_SQS_QUEUE_PREFIX": prefix,
+        "SHOESTRING_SQS_QUEUE_URL_BASE": f"{endpoint}/123456789012/",
+        "SHOESTRING_SQS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+@pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
     from django.db import connection
 

@@ -136,6 +136,29 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)
 }
+# On AWS the broker is SQS: CELERY_BROKER_URL="sqs://" takes the instance profile's
+# credentials (or sqs://KEY:SECRET@host:port for a local SQS-compatible endpoint).
+# One SQS queue per Celery queue, named with a per-deployment prefix.
+CELERY_QUEUE_NAMES = ["interactive", "bulk", "maintenance"]
+SQS_QUEUE_PREFIX = env("SHOESTRING_SQS_QUEUE_PREFIX", "shoestring-")
+SQS_REGION = env("SHOESTRING_SQS_REGION", "us-east-1")
+# Where the queues live, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/
+SQS_QUEUE_URL_BASE = env("SHOESTRING_SQS_QUEUE_URL_BASE", "")
+# Only for a local SQS-compatible server in tests; production uses AWS's endpoint.
+SQS_ENDPOINT_URL = env("SHOESTRING_SQS_ENDPOINT_URL", "") or None
+SQS_MAX_RECEIVE_COUNT = env_int("SHOESTRING_SQS_MAX_RECEIVE_COUNT", 10)
+if CELERY_BROKER_URL.startswith("sqs://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "region": SQS_REGION,
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600),
+        "wait_time_seconds": 20,  # long polling: fewer, cheaper requests
+        "polling_interval": 1,
+        "is_secure": not (SQS_QUEUE_URL_BASE.startswith("http://")),
+        "predefined_queues": {
+            name: {"url": f"{SQS_QUEUE_URL_BASE}{SQS_QUEUE_PREFIX}{name}"}
+            for name in CELERY_QUEUE_NAMES
+        },
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
