@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 HTTPS_PORT ?= 8443
-SCENARIOS ?= default
+SCENARIOS ?= default sqs
 
 .PHONY: demo demo-down test lint pytest molecule deps system-packages docker venv image
 

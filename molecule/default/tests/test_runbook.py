@@ -26,6 +26,9 @@ def test_the_runbook_names_commands():
 
 @pytest.mark.parametrize("command", runbook_commands())
 def test_runbook_command_exists_on_the_host(host, command):
+    beat_env = host.file("/etc/shoestring/beat.env").content_string
+    if command == "redis-cli" and 'CELERY_BROKER_URL="redis://' not in beat_env:
+        pytest.skip("no Redis on a host whose broker is SQS")
     assert host.run("command -v %s", command).rc == 0, f"{command} is not installed"
 
 
