@@ -25,6 +25,19 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def run_manage(env, *args):
+    """Run manage.py in a fresh process with exactly this environment."""
+    return subprocess.run(
+        [sys.executable, "-B", "manage.py", *args],
+        cwd=APP_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def wait_until(predicate, timeout, interval=0.25, message="condition"):
     """Poll predicate() until it returns a truthy value; fail after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -75,14 +75,17 @@ def _wait_for_rate_limit(task_self, account):
         )
 
 
-def _network_failed(task_self, account, error, campaign_id=None):
+def _network_failed(task_self, account, error):
     """Turn a provider error into the right outcome: wait, retry, or stop for good."""
     if isinstance(error, RateLimited):
-        until = timezone.now() + timedelta(seconds=backoff(task_self, error.reset_at))
-        if error.reset_at:
-            until = datetime.fromtimestamp(error.reset_at, tz=UTC)
+        wait = backoff(task_self, error.reset_at)
+        until = (
+            datetime.fromtimestamp(error.reset_at, tz=UTC)
+            if error.reset_at
+            else timezone.now() + timedelta(seconds=wait)
+        )
         LinkedAccount.objects.filter(pk=account.pk).update(rate_limited_until=until)
-        raise task_self.retry(countdown=backoff(task_self, error.reset_at), max_retries=None)
+        raise task_self.retry(countdown=wait, max_retries=None)
     if isinstance(error, CredentialsRevoked):
         reason = (
             "Bluesky refused the app password: link your account again with a new app password."
@@ -203,7 +206,7 @@ def fetch_follower_page(self, campaign_id, cursor):
                 if not next_cursor:
                     break
     except (RateLimited, ProviderError, CredentialsRevoked) as error:
-        return _network_failed(self, account, error, campaign_id)
+        return _network_failed(self, account, error)
     except NotFound:
         Campaign.objects.filter(pk=campaign_id).update(
             status=Campaign.Status.FAILED, error="The target account no longer exists."
@@ -333,7 +336,7 @@ def act_on_batch(self, campaign_id, dids):
     except (RateLimited, ProviderError, CredentialsRevoked) as error:
         _save_progress(campaign_id, ids, done, failed)
         _release_claim([row_id for did, row_id in ids.items() if did not in done])
-        return _network_failed(self, account, error, campaign_id)
+        return _network_failed(self, account, error)
     except (NotFound, BadRequest) as error:
         log.warning("campaign %s: batch refused: %s", campaign_id, error)
         failed = [did for did in ids if did not in done]

@@ -5,7 +5,6 @@ which a 2 GiB host cannot pay for every worker.
 """
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -271,9 +270,3 @@ class BlueskyClient:
         if self.session is None:
             self.login()
         return self.session.did
-
-
-def seconds_until(reset_at: int | None, default: float) -> float:
-    if not reset_at:
-        return default
-    return max(0.0, reset_at - time.time())

@@ -2,12 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import boto3
 import pytest
-from conftest import APP_DIR, WORKER_SETTINGS, Worker, sqs_settings, wait_until
+from conftest import WORKER_SETTINGS, Worker, run_manage, sqs_settings, wait_until
 from django.db import connection
 
 from blocking import buckets
@@ -15,18 +13,6 @@ from blocking.models import Campaign
 from blocking.tests.test_e2e import unlimited
 
 pytestmark = pytest.mark.slow
-
-
-def run_manage(env, *args):
-    return subprocess.run(
-        [sys.executable, "-B", "manage.py", *args],
-        cwd=APP_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def app_env(moto_sqs, prefix, **extra):

@@ -133,9 +133,9 @@ PERIODIC_INTERVAL_S = float(env("SHOESTRING_PERIODIC_INTERVAL_S", "30"))
 # and batches, "maintenance" expiry and clean-ups (docs/queues.md).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)
-}
+# Longer than any countdown plus a task's time limit (checked below).
+CELERY_VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 # On AWS the broker is SQS: CELERY_BROKER_URL="sqs://" takes the instance profile's
 # credentials (or sqs://KEY:SECRET@host:port for a local SQS-compatible endpoint).
 # One SQS queue per Celery queue, named with a per-deployment prefix.
@@ -150,7 +150,7 @@ SQS_MAX_RECEIVE_COUNT = env_int("SHOESTRING_SQS_MAX_RECEIVE_COUNT", 10)
 if CELERY_BROKER_URL.startswith("sqs://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "region": SQS_REGION,
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600),
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
         "wait_time_seconds": 20,  # long polling: fewer, cheaper requests
         "polling_interval": 1,
         "is_secure": not (SQS_QUEUE_URL_BASE.startswith("http://")),

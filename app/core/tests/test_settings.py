@@ -1,24 +1,13 @@
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-APP_DIR = Path(__file__).resolve().parents[2]
+from conftest import run_manage
 
 
 def _manage(*args, env_overrides):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))}
     env.update(env_overrides)
-    return subprocess.run(
-        [sys.executable, "-B", "manage.py", *args],
-        cwd=APP_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_manage(env, *args)
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():
