@@ -87,6 +87,21 @@ BAD_SETTINGS = [
         id="worker-lifetime-not-a-duration",
     ),
     pytest.param(
+        {"workers_block_batch_size": 500},
+        ["workers_block_batch_size 1-200", "got 500"],
+        id="block-batch-over-the-networks-limit",
+    ),
+    pytest.param(
+        {"workers_follower_page_release": "cron"},
+        ["workers_follower_page_release", "cron", "one of"],
+        id="page-release-not-a-choice",
+    ),
+    pytest.param(
+        {"redis_appendfsync": "sometimes"},
+        ["redis_appendfsync", "sometimes", "one of"],
+        id="broker-fsync-not-a-choice",
+    ),
+    pytest.param(
         {"redis_bind": ["10.0.0.5"]},
         ["redis_bind loopback addresses only"],
         id="broker-on-the-network",

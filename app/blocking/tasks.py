@@ -233,16 +233,25 @@ def fetch_follower_page(self, campaign_id, cursor):
         # Accounts this person already holds a block of (another campaign) count as skipped.
         skipped += len(wanted) - len(ours)
         done_paging = not next_cursor
+        by_countdown = settings.FOLLOWER_PAGE_RELEASE == "countdown"
         Campaign.objects.filter(pk=campaign_id).update(
             found=F("found") + len(seen),
             skipped=F("skipped") + skipped,
             cursor=next_cursor or "",
             pages_done=done_paging,
             next_page_at=None
-            if done_paging
+            if done_paging or by_countdown
             else timezone.now() + timedelta(seconds=settings.FOLLOWER_PAGE_DELAY_S),
         )
         transaction.on_commit(lambda: _queue_batches(campaign_id, ours))
+        if by_countdown and not done_paging:
+            # The seed's naive release, for the benchmark only: a worker holds this
+            # task in memory for the whole pause, and if it is lost so is the campaign.
+            transaction.on_commit(
+                lambda: fetch_follower_page.apply_async(
+                    (campaign_id, next_cursor), countdown=settings.FOLLOWER_PAGE_DELAY_S
+                )
+            )
     _finish_if_complete(campaign_id)
 
 

@@ -114,6 +114,11 @@ TOKEN_BUCKET_REFILL_PER_HOUR = env_int("SHOESTRING_TOKEN_BUCKET_REFILL_PER_HOUR"
 FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 5_000)
 FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 600)
 BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
+# How the next page is released after the pause: "beat" (a due time in the
+# database, released by the periodic task) or "countdown" (a Celery countdown
+# task a worker holds in memory until due: the seed's naive way, kept only so
+# the benchmark can compare the two; see docs/benchmarks.md).
+FOLLOWER_PAGE_RELEASE = env("SHOESTRING_FOLLOWER_PAGE_RELEASE", "beat")
 # Expired blocks undone per pass of the expiry task, and "unblock everybody" pace.
 RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 # A task that started a network write holds its rows this long; after that
@@ -186,6 +191,19 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
 }
 
+if FOLLOWER_PAGE_RELEASE not in ("beat", "countdown"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"SHOESTRING_FOLLOWER_PAGE_RELEASE must be beat or countdown, not {FOLLOWER_PAGE_RELEASE!r}"
+    )
+if not 1 <= BLOCK_BATCH_SIZE <= 200:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SHOESTRING_BLOCK_BATCH_SIZE must be 1-200 (writes per applyWrites),"
+        f" not {BLOCK_BATCH_SIZE}"
+    )
 if (
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     <= MAX_COUNTDOWN_S + CELERY_TASK_TIME_LIMIT
