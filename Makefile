@@ -1,6 +1,8 @@
 # Shoestring: the two commands an operator needs, and the pieces they are made of.
 #   make demo   build a local t3.small-shaped container and provision it with site.yml
-#   make test   lint, pytest and molecule test; what CI runs
+#   make test   lint, pytest, molecule test and the benchmark's smoke; what CI runs
+#   make bench  the appliance against the seed's naive stack (docs/benchmarks.md)
+#   make faults the fault suite on the tuned bench host
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := $(CURDIR)/.venv
@@ -10,8 +12,14 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 HTTPS_PORT ?= 8443
 SCENARIOS ?= default sqs
+# make bench: minutes of load per host, people with campaigns, gp2 baseline IOPS.
+BENCH_MINUTES ?= 10
+BENCH_PEOPLE ?= 50
+BENCH_IOPS ?= 100
+export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
+BENCH_HOSTS := shoestring-bench-tuned shoestring-bench-naive
 
-.PHONY: demo demo-down test lint pytest molecule deps system-packages docker venv image
+.PHONY: demo demo-down test lint pytest molecule bench bench-calibrate bench-smoke faults deps system-packages docker venv image
 
 demo: deps image
 	inventory/local/container.sh up
@@ -22,13 +30,13 @@ demo: deps image
 demo-down:
 	inventory/local/container.sh down
 
-test: deps lint pytest molecule
+test: deps lint pytest molecule bench-smoke
 
 lint: deps
 	yamllint --strict .
 	ansible-lint --profile production
-	ruff check app tests molecule
-	ruff format --check app tests molecule
+	ruff check app tests molecule bench
+	ruff format --check app tests molecule bench
 
 pytest: deps
 	tests/run-pytest.sh
@@ -36,6 +44,26 @@ pytest: deps
 # One scenario alone: make molecule SCENARIOS=default
 molecule: deps image
 	for scenario in $(SCENARIOS); do molecule test --scenario-name $$scenario; done
+
+# Both bench hosts, one after the other, under the same load; results in bench/results/
+# and appended to docs/benchmarks.md. The hosts are removed afterwards, also on failure.
+bench: deps image
+	python -m bench.run
+
+# The calibration point of docs/benchmarks.md (Postgres on its own counted device).
+bench-calibrate: deps image
+	python -m bench.run --calibrate
+
+# Every fault of the suite on the tuned host; the table goes to docs/benchmarks.md.
+faults: deps image
+	python -m bench.faults
+
+# make test's share: 60 s of both hosts under a small load, then the quick faults on the
+# tuned host; checks that everything was measured, never what the figures are.
+bench-smoke: deps image
+	trap 'bench/hosts.sh down $(BENCH_HOSTS)' EXIT; \
+	BENCH_KEEP=1 python -m bench.run --smoke --hosts naive,tuned; \
+	BENCH_REUSE=1 BENCH_KEEP=1 python -m bench.faults --quick
 
 deps: system-packages docker venv
 

@@ -1,0 +1,287 @@
+"""make faults: on the tuned host under a smaller load of the same kind, inject each fault,
+let the appliance recover, then ask the fake network for the truth. One table row per fault:
+blocks expected, made, missing, duplicated; unblocks due and done; rows left pending or
+releasing; seconds to recover (from the moment the fault ended).
+
+    python -m bench.faults [--quick] [--only NAME,...] [--deadline-s 900] [--reuse] [--keep]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import run as bench
+
+HOST = bench.HOSTS["tuned"]
+# Faults hit a campaign mid-way: each person's hourly budget lasts a minute (compression
+# 60), so a 3,000-follower campaign takes a few minutes and waits for its budget meanwhile.
+COMPRESSION = 60
+
+
+class Unsupported(RuntimeError):
+    """The running fake (or host) has no way to make this fault."""
+
+
+def sh(script, check=True, timeout=300):
+    """A shell command inside the host, as root; its stdout."""
+    result = subprocess.run(
+        ["docker", "exec", HOST, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{script!r} failed: {result.stderr.strip()[:300]}")
+    return result.stdout.strip()
+
+
+def unit_pid(unit):
+    return int(sh(f"systemctl show -P MainPID {unit}"))
+
+
+def children(pid):
+    return [int(p) for p in sh(f"pgrep -P {pid} || true").split()]
+
+
+def wait_for(predicate, timeout, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def postgres_ready():
+    return sh("pg_isready -q -h /var/run/postgresql && echo yes", check=False) == "yes"
+
+
+def bulk_pool():
+    """(timeout's pid, celery's main pid, the pool's child pids) of the bulk unit."""
+    outer = unit_pid("shoestring-worker-bulk.service")
+    celery = [p for p in children(outer) if "celery" in sh(f"cat /proc/{p}/cmdline | tr '\\0' ' '")]
+    main = celery[0] if celery else outer
+    return outer, main, children(main)
+
+
+# -- the faults ---------------------------------------------------------------------------
+def kill_bulk_child():
+    _, _, pool = bulk_pool()
+    if not pool:
+        raise RuntimeError("the bulk pool has no child processes")
+    sh(f"kill -KILL {pool[0]}")
+    return f"SIGKILL to bulk pool child {pool[0]}"
+
+
+def kill_postmaster():
+    pid = sh("head -n1 /var/lib/postgresql/*/main/postmaster.pid")
+    sh(f"kill -KILL {pid}")
+    if wait_for(postgres_ready, 10):
+        return "SIGKILL to the postmaster; systemd restarted Postgres within 10 s"
+    sh("systemctl restart 'postgresql@*-main.service'")
+    wait_for(postgres_ready, 120)
+    return (
+        "SIGKILL to the postmaster; Postgres was not back after 10 s (its unit does not"
+        " restart it), so the harness restarted it, as an operator would"
+    )
+
+
+def broker_down():
+    sh("systemctl stop redis-server.service")
+    time.sleep(60)
+    sh("systemctl start redis-server.service")
+    return "redis-server stopped for 60 s"
+
+
+def oom_bulk():
+    unit = "shoestring-worker-bulk.service"
+    limit = sh(f"systemctl show -P MemoryMax {unit}")
+    before = int(sh(f"systemctl show -P NRestarts {unit}"))
+    control = sh(f"systemctl show -P ControlGroup {unit}")
+    usage = int(sh(f"cat /sys/fs/cgroup/memory{control}/memory.usage_in_bytes"))
+    oom_before = sh(f"grep oom_kill /sys/fs/cgroup/memory{control}/memory.oom_control")
+    # The pool's limit drops under what it uses now: the kernel's OOM killer acts in it.
+    sh(f"systemctl set-property --runtime {unit} MemoryMax={usage // 2}")
+    time.sleep(5)
+    oom_after = sh(f"grep oom_kill /sys/fs/cgroup/memory{control}/memory.oom_control", check=False)
+    sh(f"systemctl set-property --runtime {unit} MemoryMax={limit}")
+    wait_for(lambda: unit_pid(unit) != 0, 60)
+    after = int(sh(f"systemctl show -P NRestarts {unit}"))
+    return (
+        f"MemoryMax of the bulk pool set to {usage // 2 // 2**20} MiB (half its use) for 5 s,"
+        f" then back to {int(limit) // 2**20} MiB; {oom_before} -> {oom_after or 'unit restarted'},"
+        f" unit restarts {before} -> {after}"
+    )
+
+
+def timeout_expiry():
+    # GNU timeout handles SIGTERM exactly as its own expiry (one cleanup path): it sends
+    # its signal to the command, then SIGKILL after --kill-after.
+    outer, _, _ = bulk_pool()
+    sh(f"kill -TERM {outer}")
+    return f"SIGTERM to the bulk unit's timeout process {outer} (what its lifetime's end does)"
+
+
+def host_restart():
+    subprocess.run(["docker", "restart", "-t", "60", HOST], check=True, capture_output=True)
+    up = wait_for(
+        lambda: sh("systemctl is-system-running || true", check=False) in ("running", "degraded"),
+        180,
+    )
+    return f"docker restart (systemd {'up' if up else 'not up after 180 s'})"
+
+
+def fake_hook(values):
+    """Arm or disarm the fake's fault hooks through the agent (the fake is on the host's
+    loopback); Unsupported if this fake has none."""
+    out = sh(f"cd {bench.AGENT_HOME} && python3 -m agent fake-faults '{json.dumps(values)}'")
+    if json.loads(out).get("supported") is not True:
+        raise Unsupported("this fake has no fault hooks (the fake-network issue adds them)")
+    return json.loads(out)
+
+
+def fake_503():
+    fake_hook({"fail_status": 503, "fail_count": 1_000_000})
+    time.sleep(60)
+    fake_hook({"fail_count": 0})
+    return "every XRPC call answered 503 for 60 s"
+
+
+def fake_drop():
+    fake_hook({"drop_count": 20})
+    wait_for(lambda: fake_hook({})["injected"] >= 20, 120, interval=2)
+    state = fake_hook({"drop_count": 0})
+    return (
+        "the next 20 writes applied, then the connection closed unanswered"
+        f" ({state['injected']} faults injected in all)"
+    )
+
+
+@dataclass
+class Fault:
+    name: str
+    title: str
+    inject: object
+    quick: bool
+
+
+FAULTS = [
+    Fault("worker-child-kill", "SIGKILL of a bulk worker child mid-batch", kill_bulk_child, True),
+    Fault("postmaster-kill", "SIGKILL of the Postgres postmaster", kill_postmaster, False),
+    Fault("broker-down", "broker down for 60 s", broker_down, False),
+    Fault("pool-oom", "bulk pool pushed past its MemoryMax (OOM kill)", oom_bulk, True),
+    Fault(
+        "timeout-expiry", "bulk pool's timeout lifetime expiring under load", timeout_expiry, True
+    ),
+    Fault("host-restart", "whole host restarted (docker restart)", host_restart, False),
+    Fault("fake-503", "the network answering 503 for 60 s", fake_503, False),
+    Fault("fake-drop", "the network dropping connections after applying writes", fake_drop, True),
+]
+
+
+def agent(arguments, raw, timeout=1800):
+    records = bench.agent(HOST, arguments, raw, timeout)
+    return next(r for r in records if r.get("type", "").startswith("fault-"))
+
+
+def run_fault(fault, out, deadline_s):
+    run_id = f"f{int(time.time()) % 100000}-{fault.name}"
+    bench.log(f"fault {fault.name}: loading")
+    agent(
+        ["fault-load", "--run-id", run_id, "--compression", str(COMPRESSION)],
+        out / f"raw-{fault.name}-load.jsonl.gz",
+    )
+    bench.log(f"fault {fault.name}: injecting")
+    try:
+        note = fault.inject()
+    except Unsupported as why:
+        note = f"not injected: {why}"
+    bench.log(f"fault {fault.name}: {note}; waiting for recovery")
+    result = agent(
+        ["fault-check", "--run-id", run_id, "--deadline-s", str(deadline_s)],
+        out / f"raw-{fault.name}-check.jsonl.gz",
+        timeout=deadline_s + 600,
+    )
+    return {"fault": fault.name, "title": fault.title, "note": note, **result}
+
+
+def table(rows):
+    lines = [
+        "| fault | blocks expected | made | missing | duplicated | unblocks due | done |"
+        " rows pending / releasing | seconds to recover |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['title']} | error: {r['error']} |||||||| ")
+            continue
+        recovered = r["recovered_after_s"]
+        if recovered is None:
+            recovered = f"not within {r['deadline_s']:.0f}"
+        lines.append(
+            f"| {r['title']} | {r['blocks_expected']:,} | {r['blocks_made']:,} |"
+            f" {r['blocks_missing']:,} | {r['blocks_duplicated']:,} | {r['unblocks_due']:,} |"
+            f" {r['unblocks_done']:,} | {r['rows_pending']:,} / {r['rows_releasing']:,} |"
+            f" {recovered} |"
+        )
+    lines.append("")
+    lines += [f"- {r['title']}: {r.get('note') or r.get('error')}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="only the quick faults (make test)")
+    parser.add_argument("--only", default="", help="comma-separated fault names")
+    parser.add_argument(
+        "--deadline-s", type=float, default=float(os.environ.get("FAULTS_DEADLINE_S", "900"))
+    )
+    parser.add_argument("--keep", action="store_true", default=os.environ.get("BENCH_KEEP") == "1")
+    parser.add_argument(
+        "--reuse", action="store_true", default=os.environ.get("BENCH_REUSE") == "1"
+    )
+    args = parser.parse_args(argv)
+    chosen = [f for f in FAULTS if (not args.quick or f.quick)]
+    if args.only:
+        names = set(args.only.split(","))
+        chosen = [f for f in chosen if f.name in names]
+    out = bench.results_dir("faults", smoke=args.quick)
+    bench.log(f"results in {out}")
+    rows = []
+    meta = {
+        "machine": bench.machine(),
+        "load_before": bench.load_average(),
+        "commit": bench.commit(),
+    }
+    with bench.bench_hosts([HOST], out, False, args.keep, args.reuse):
+        bench.install_agent(HOST)
+        for fault in chosen:
+            try:
+                rows.append(run_fault(fault, out, args.deadline_s))
+            except (RuntimeError, subprocess.SubprocessError) as error:
+                rows.append({"fault": fault.name, "title": fault.title, "error": str(error)[:300]})
+            Path(out / "faults.json").write_text(json.dumps(rows, indent=1))
+    meta["load_after"] = bench.load_average()
+    text = (
+        f"### Faults {time.strftime('%Y-%m-%d %H:%M')} commit {meta['commit']}\n\n"
+        f"Tuned host; per fault 3 people with a 3,000-follower campaign each and one person's"
+        f" 1,000 blocks being undone; per-account windows compressed {COMPRESSION}x. Machine:"
+        f" {meta['machine']}; load average before {meta['load_before']},"
+        f" after {meta['load_after']}.\n\n" + table(rows)
+    )
+    (out / "faults.md").write_text(text)
+    if not args.quick:
+        with open(bench.DOCS, "a") as docs:
+            docs.write("\n" + text)
+    print(text)
+    failed = [r for r in rows if r.get("error")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
