@@ -118,6 +118,7 @@ def plot(path, rows_by_host, baseline_iops, title):
     axes[0].set_yscale("symlog", linthresh=10)
     axes[0].set_ylim(bottom=0)
     axes[1].set_ylabel("burst balance (% of 5.4M)")
+    axes[1].ticklabel_format(axis="y", useOffset=False, style="plain")
     # Zoomed to what happened (a flat 100% is a balance that never fell).
     axes[1].set_ylim(bottom=max(0.0, lowest - (100 - lowest) * 0.2 - 0.01), top=100.005)
     axes[2].axhline(

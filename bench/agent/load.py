@@ -12,6 +12,7 @@ Every loop is bounded in count and in time.
 
 import math
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class Load:
                         return
                     person = queue.pop()
                 try:
-                    person.browser.sign_up(person.username, f"Bench-{person.username}-pw-9")
+                    person.browser.sign_up(person.username, secrets.token_urlsafe(18))
                     person.browser.link(person.handle, APP_PASSWORD)
                 except WebError as error:
                     errors.append(f"{person.username}: {error}")
