@@ -250,10 +250,12 @@ def test_the_broker_probe_says_so_when_the_broker_is_down():
     assert broker.Broker(broker.Redis(f"redis://127.0.0.1:{port}/0", timeout=1)).sample(1) is None
 
 
-def test_broker_url_comes_from_beats_environment_file(tmp_path):
-    env = tmp_path / "beat.env"
-    env.write_text('DJANGO_SECRET_KEY="x"\nCELERY_BROKER_URL="redis://:p%40ss@127.0.0.1:6379/0"\n')
-    redis = broker.Redis(broker.broker_url(str(env)))
+def test_broker_url_comes_from_the_apps_environment_files(tmp_path):
+    (tmp_path / "beat.env").write_text(
+        'DJANGO_SECRET_KEY="x"\nCELERY_BROKER_URL="redis://:p%40ss@127.0.0.1:6379/0"\n'
+    )
+    (tmp_path / "owner.env").write_text('DATABASE_USER="owner"\n')
+    redis = broker.Redis(broker.broker_url(str(tmp_path)))
     assert (redis.host, redis.port, redis.password, redis.db) == ("127.0.0.1", 6379, "p@ss", 0)
 
 

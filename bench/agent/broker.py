@@ -10,6 +10,7 @@ message still in the list (LPOS) was queued at most one sample interval before t
 
 import socket
 from collections import deque
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 QUEUES = ("interactive", "bulk", "maintenance")
@@ -145,11 +146,12 @@ class Broker:
         }
 
 
-def broker_url(env_file="/etc/shoestring/beat.env"):
-    """The broker URL the host's Celery clients use (beat's environment file)."""
-    with open(env_file) as lines:
-        for line in lines:
+def broker_url(config_dir="/etc/shoestring"):
+    """The broker URL the host's Celery clients use, from the first of the app's
+    environment files that names one (beat's, the pools' or the web app's)."""
+    for env_file in sorted(Path(config_dir).glob("*.env")):
+        for line in env_file.read_text().splitlines():
             name, _, value = line.strip().partition("=")
             if name == "CELERY_BROKER_URL":
                 return value.strip().strip('"')
-    raise RuntimeError(f"no CELERY_BROKER_URL in {env_file}")
+    raise RuntimeError(f"no CELERY_BROKER_URL in {config_dir}/*.env")

@@ -23,6 +23,8 @@ from .web import Browser, WebError
 
 APP_PASSWORD = "bench-app-password"  # noqa: S105 (the fake network's, made up)
 SMALLEST, LARGEST = 1_000, 200_000
+# Starts one person tries over a run, refused ones included.
+MAX_ATTEMPTS = 100
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -69,6 +71,7 @@ class Person:
     browser: Browser = field(default_factory=Browser)
     campaign: int | None = None
     started: int = 0
+    attempts: int = 0
 
 
 class Load:
@@ -139,13 +142,16 @@ class Load:
         return threads
 
     def _start_next(self, person):
-        if person.started >= len(person.targets):
+        """Start the person's next campaign; a refused start (the form's error, e.g. the
+        network rate-limiting them) is tried again next round, up to MAX_ATTEMPTS times."""
+        if person.started >= len(person.targets) or person.attempts >= MAX_ATTEMPTS:
             return False
         target = person.targets[person.started]
-        person.started += 1
+        person.attempts += 1
         try:
             campaign, post_s = person.browser.start_campaign(target)
         except WebError as error:
+            person.campaign = None
             self.emit(
                 {
                     "type": "error",
@@ -155,6 +161,7 @@ class Load:
                 }
             )
             return False
+        person.started += 1
         person.campaign = campaign
         self.count("campaigns_started")
         self.emit(
@@ -180,9 +187,7 @@ class Load:
         psql = Psql()
         try:
             while not self.stop.wait(5) and time.monotonic() < deadline:
-                ids = [p.campaign for p in self.people if p.campaign]
-                if not ids:
-                    continue
+                ids = [p.campaign for p in self.people if p.campaign] or [0]
                 try:
                     rows = psql.query(
                         "SELECT id FROM blocking_campaign WHERE status <> 'running'"  # noqa: S608
@@ -192,7 +197,8 @@ class Load:
                     continue  # the database is away (a fault); try again next round
                 finished = {int(row[0]) for row in rows}
                 for person in self.people:
-                    if person.campaign in finished and time.monotonic() < deadline:
+                    idle = person.campaign is None or person.campaign in finished
+                    if idle and time.monotonic() < deadline:
                         self._start_next(person)
         finally:
             psql.close()
