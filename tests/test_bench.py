@@ -306,3 +306,81 @@ def test_the_fake_adapter_compresses_windows_and_reads_the_truth(fake_network):
     assert totals is None or totals["blocks"] == 0  # only the stricter fake keeps totals
     lifted, _ = fake.lift_limits()
     assert lifted
+
+
+# -- the fault table and the smokes' verdicts ------------------------------------------------
+def fault_row(**changes):
+    row = {
+        "fault": "worker-child-kill",
+        "title": "SIGKILL of a bulk worker child mid-batch",
+        "note": "SIGKILL to bulk pool child 42",
+        "blocks_expected": 9000,
+        "blocks_made": 9000,
+        "blocks_missing": 0,
+        "blocks_duplicated": 0,
+        "unblocks_due": 1000,
+        "unblocks_done": 1000,
+        "rows_pending": 0,
+        "rows_releasing": 0,
+        "recovered_after_s": 361.3,
+        "deadline_s": 900.0,
+    }
+    row.update(changes)
+    return row
+
+
+def test_the_fault_table_has_one_row_per_fault_and_says_what_was_done():
+    from bench.faults import table
+
+    text = table(
+        [
+            fault_row(),
+            fault_row(fault="postmaster-kill", title="postmaster", recovered_after_s=None),
+            {"fault": "fake-503", "title": "503s", "error": "no fault hooks"},
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[2] == (
+        "| SIGKILL of a bulk worker child mid-batch | 9,000 | 9,000 | 0 | 0 | 1,000 | 1,000 |"
+        " 0 / 0 | 361.3 |"
+    )
+    assert lines[3].endswith("| not within 900 |")
+    assert "harness error" in lines[4]
+    assert "- 503s: no fault hooks" in text
+
+
+def test_quick_faults_fail_on_any_lost_duplicated_or_stranded_block():
+    from bench.faults import quick_problems
+
+    assert quick_problems([fault_row()]) == []
+    assert quick_problems([fault_row(blocks_missing=3, rows_pending=3)]) == [
+        "worker-child-kill: 3 missing",
+        "worker-child-kill: 3 rows pending",
+    ]
+    assert quick_problems([fault_row(blocks_duplicated=1)]) == ["worker-child-kill: 1 duplicated"]
+    assert quick_problems([fault_row(unblocks_done=990, recovered_after_s=None)]) == [
+        "worker-child-kill: 10 unblocks not done",
+        "worker-child-kill: not recovered within 900 s",
+    ]
+
+
+def test_the_smoke_fails_when_a_figure_was_not_measured(tmp_path):
+    from bench.run import smoke_problems
+
+    figures = analysis.summarize(stream(), baseline_iops=100, compression=52)
+    figures["services"].update(
+        {unit: {} for unit in ("postgresql@15-main", "redis-server", "nginx", "shoestring-web")}
+        | {f"shoestring-worker-{p}": {} for p in ("interactive", "maintenance")}
+        | {"shoestring-beat": {}}
+    )
+    (tmp_path / "plot.png").write_bytes(b"png")
+    (tmp_path / "summary.md").write_text("summary")
+    assert smoke_problems({"tuned": figures}, tmp_path) == []
+    figures["write_ios"] = 0
+    del figures["services"]["redis-server"]
+    (tmp_path / "plot.png").unlink()
+    assert smoke_problems({"tuned": figures}, tmp_path) == [
+        "tuned: writes counted on the loop device",
+        "tuned: every appliance service sampled",
+        "plot.png not written",
+    ]
