@@ -125,7 +125,7 @@ def stream(growth_mib=0.0):
 
 
 def test_a_runs_figures_come_from_its_counters():
-    figures = analysis.summarize(stream(), baseline_iops=100, compression=52)
+    figures = analysis.summarize(stream(), baseline_iops=100, compression=14)
     assert figures["seconds"] == 600
     assert figures["blocks"] == 60000
     assert figures["blocks_source"] == "fake"
@@ -151,7 +151,7 @@ def test_a_runs_figures_come_from_its_counters():
 
 
 def test_the_targets_say_met_or_missed():
-    tuned = analysis.summarize(stream(growth_mib=10), baseline_iops=100, compression=52)
+    tuned = analysis.summarize(stream(growth_mib=10), baseline_iops=100, compression=14)
     naive = dict(
         tuned, write_ios_per_block_with_flush=tuned["write_ios_per_block_with_flush"] * 150
     )
@@ -172,9 +172,11 @@ def test_the_targets_say_met_or_missed():
     assert analysis.verdicts(tuned, None)[1] is None
 
 
-def test_compression_makes_the_daily_budgets_offer_half_again_the_target():
-    assert auto_compression(50) == 52
-    assert auto_compression(50) * 50 * 35000 / 3 / 86400 >= 1.5 * 230
+def test_compression_makes_the_hourly_budgets_offer_more_than_the_target():
+    assert auto_compression(50) == 14
+    assert auto_compression(50) * 50 * 5000 / 3 / 3600 >= 1.4 * 230
+    # A daily budget (seven hourly ones) lasts the 30-minute headline run.
+    assert 7 * 3600 / auto_compression(50) >= 30 * 60
     assert auto_compression(5000) == 1
     per_ip = analysis.ip_ceiling({})
     assert per_ip == pytest.approx(666.7, abs=0.1)
@@ -367,7 +369,7 @@ def test_quick_faults_fail_on_any_lost_duplicated_or_stranded_block():
 def test_the_smoke_fails_when_a_figure_was_not_measured(tmp_path):
     from bench.run import smoke_problems
 
-    figures = analysis.summarize(stream(), baseline_iops=100, compression=52)
+    figures = analysis.summarize(stream(), baseline_iops=100, compression=14)
     figures["services"].update(
         {unit: {} for unit in ("postgresql@15-main", "redis-server", "nginx", "shoestring-web")}
         | {f"shoestring-worker-{p}": {} for p in ("interactive", "maintenance")}
