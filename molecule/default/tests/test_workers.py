@@ -127,6 +127,14 @@ def test_the_broker_is_private_and_never_evicts(host):
     assert all(line.split()[3].startswith(("127.0.0.1:", "[::1]:")) for line in listeners)
 
 
+def test_the_fake_network_listens_on_loopback_only_as_a_sandboxed_unit(host):
+    listeners = host.check_output("ss -Hltn 'sport = :8787'").splitlines()
+    assert listeners, "fakesky.service is not listening"
+    assert all(line.split()[3].startswith("127.0.0.1:") for line in listeners)
+    props = unit_props(host, "fakesky.service", "DynamicUser", "ProtectSystem", "MemoryMax")
+    assert props == {"DynamicUser": "yes", "ProtectSystem": "strict", "MemoryMax": str(256 << 20)}
+
+
 def test_a_campaign_completes_on_the_host_with_every_follower_blocked_once(host, fake_bluesky):
     count = 3000
     campaign_id = start_campaign(
