@@ -95,6 +95,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", "INFO")},
 }
 
+# The release this code runs as: roles/release writes its id to RELEASE beside
+# app/ (/opt/shoestring/releases/<id>/RELEASE); /healthz reports it.
+_RELEASE_FILE = BASE_DIR.parent / "RELEASE"
+SHOESTRING_RELEASE = _RELEASE_FILE.read_text().strip() if _RELEASE_FILE.is_file() else "unreleased"
+
 # -- The block service ---------------------------------------------------------
 # The network. Production talks to the public Bluesky entryway.
 BLUESKY_SERVICE_URL = env("BLUESKY_SERVICE_URL", "https://bsky.social")
