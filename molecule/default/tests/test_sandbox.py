@@ -4,6 +4,7 @@ scored by systemd itself: `systemd-analyze security` must rate each at most 3.0.
 import re
 
 import pytest
+from shoestring_host import unit_props
 
 UNITS = [
     "shoestring-web.service",
@@ -13,6 +14,17 @@ UNITS = [
     "shoestring-beat.service",
 ]
 MAX_EXPOSURE = 3.0
+SANDBOX = {
+    "CapabilityBoundingSet": "",
+    "SystemCallArchitectures": "native",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectProc": "invisible",
+    "RestrictNamespaces": "yes",
+    "NoNewPrivileges": "yes",
+    "MemorySwapMax": "0",
+}
 
 
 def exposure(host, unit):
@@ -29,26 +41,8 @@ def test_each_unit_scores_at_most_3_0(host, unit):
 
 @pytest.mark.parametrize("unit", UNITS)
 def test_each_unit_has_no_capabilities_and_only_the_system_calls_of_a_service(host, unit):
-    props = dict(
-        line.split("=", 1)
-        for line in host.check_output(
-            "systemctl show -p CapabilityBoundingSet -p SystemCallArchitectures"
-            " -p ProtectClock -p ProtectHostname -p ProtectKernelLogs -p ProtectProc"
-            " -p RestrictNamespaces -p NoNewPrivileges -p MemorySwapMax %s",
-            unit,
-        ).splitlines()
-    )
-    assert props == {
-        "CapabilityBoundingSet": "",
-        "SystemCallArchitectures": "native",
-        "ProtectClock": "yes",
-        "ProtectHostname": "yes",
-        "ProtectKernelLogs": "yes",
-        "ProtectProc": "invisible",
-        "RestrictNamespaces": "yes",
-        "NoNewPrivileges": "yes",
-        "MemorySwapMax": "0",
-    }
+    props = unit_props(host, unit, *SANDBOX)
+    assert props == SANDBOX
     assert "@system-service" in host.check_output(
         "systemctl cat %s | grep ^SystemCallFilter=", unit
     )
