@@ -83,8 +83,28 @@ BAD_SETTINGS = [
     ),
     pytest.param(
         {"workers_lifetime": "forever"},
-        ["workers_lifetime and", "got forever"],
+        ["workers_lifetime,", "got forever"],
         id="worker-lifetime-not-a-duration",
+    ),
+    pytest.param(
+        {"release_keep": 1},
+        ["release_keep must be at least 2", "got 1"],
+        id="no-release-to-roll-back-to",
+    ),
+    pytest.param(
+        {
+            "workers_pools": [
+                {
+                    "name": "bulk",
+                    "queues": ["bulk"],
+                    "concurrency": 2,
+                    "network": True,
+                    "grace": "soon",
+                }
+            ]
+        },
+        ["each pool's lifetime and grace", "bulk:"],
+        id="pool-grace-not-a-duration",
     ),
     pytest.param(
         {"redis_bind": ["10.0.0.5"]},
