@@ -96,6 +96,11 @@ BAD_SETTINGS = [
         ["base_firewall_allowed_tcp_ports", "include 22"],
         id="firewall-without-ssh",
     ),
+    pytest.param(
+        {"fakesky_enabled": True, "fakesky_port": 80},
+        ["fakesky_port must be an unprivileged port", "got 80"],
+        id="fake-network-on-a-privileged-port",
+    ),
 ]
 
 
