@@ -128,7 +128,7 @@ account.app_password = "app-pass-molecule"
 account.save()
 assert buckets.debit(user, {count})
 campaign = Campaign.objects.create(user=user, target_handle="crowd-{count}.fake.test",
-    target_did="did:plc:crowd{count}", action="block", scope="followers",
+    target_did="{target_did}", action="block", scope="followers",
     expected={count}, tokens_debited={count})
 tasks.start_campaign.delay(campaign.pk)
 print(campaign.pk)
@@ -171,8 +171,16 @@ def start_campaign(host, fake_bluesky, count, **fake_config):
         "from django.contrib.auth import get_user_model;"
         " get_user_model().objects.filter(username='molecule-e2e').delete()",
     )
+    target_did = json.loads(
+        host.check_output(
+            "curl -sf '%s/xrpc/com.atproto.identity.resolveHandle?handle=crowd-%s.fake.test'",
+            fake_bluesky,
+            count,
+        )
+    )["did"]
     return host.check_output(
-        "shoestring-manage shell --no-imports -c %s", SETUP.format(did=account["did"], count=count)
+        "shoestring-manage shell --no-imports -c %s",
+        SETUP.format(did=account["did"], count=count, target_did=target_did),
     ).splitlines()[-1]
 
 
