@@ -543,8 +543,13 @@ class FakeBluesky:
             entry = None
         if entry is None:
             raise XrpcError.invalid("Token has been revoked", "ExpiredToken")
-        # account-manager.ts rotateRefreshToken: the used token keeps working for a grace
-        # period and always leads to the same next token, so concurrent refreshes agree.
+        # account-manager.ts rotateRefreshToken: tidy the account's expired tokens; the used
+        # token keeps working for a grace period and always leads to the same next token,
+        # so concurrent refreshes agree.
+        held = self.refresh_by_did.get(account.did, set())
+        for jti in [j for j in held if self.refresh_tokens.get(j, (0, 0))[1] <= now]:
+            held.discard(jti)
+            self.refresh_tokens.pop(jti, None)
         entry[1] = min(entry[1], now + self.config.refresh_grace_s)
         entry[2] = entry[2] or secrets.token_urlsafe(24)
         account.refreshes += 1
