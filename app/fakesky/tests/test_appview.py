@@ -49,26 +49,23 @@ def test_a_mute_shows_after_the_indexing_delay(fakesky, alice):
     assert refused.json()["message"] == "Actor cannot mute themselves"
 
 
+def page_of(xrpc, actor, cursor=None, limit=100):
+    params = {"actor": actor, "limit": limit}
+    if cursor:
+        params["cursor"] = cursor
+    return xrpc.get("app.bsky.graph.getFollowers", **params).json()
+
+
 def test_followers_come_in_pages_with_a_keyset_cursor(alice):
-    first = alice.get("app.bsky.graph.getFollowers", actor="crowd-250.fake.test", limit=100).json()
+    first = page_of(alice, "crowd-250.fake.test")
     assert first["subject"]["handle"] == "crowd-250.fake.test"
     assert len(first["followers"]) == 100
     assert first["followers"][0]["handle"] == "f0.crowd-250.fake.test"
     milliseconds, cid = first["cursor"].split("__")
     assert milliseconds.isdigit()
     assert cid.startswith("bafyrei")
-    second = alice.get(
-        "app.bsky.graph.getFollowers",
-        actor="crowd-250.fake.test",
-        limit=100,
-        cursor=first["cursor"],
-    ).json()
-    third = alice.get(
-        "app.bsky.graph.getFollowers",
-        actor="crowd-250.fake.test",
-        limit=100,
-        cursor=second["cursor"],
-    ).json()
+    second = page_of(alice, "crowd-250.fake.test", first["cursor"])
+    third = page_of(alice, "crowd-250.fake.test", second["cursor"])
     handles = [f["handle"] for page in (first, second, third) for f in page["followers"]]
     assert len(handles) == len(set(handles)) == 250
     assert "cursor" not in third
@@ -85,13 +82,9 @@ def test_limit_above_100_and_a_malformed_cursor_are_400(alice):
 
 def blocked_first(fakesky, xrpc, count):
     """Block the first ``count`` followers of crowd-300 (the newest ones)."""
-    page = xrpc.get("app.bsky.graph.getFollowers", actor="crowd-300.fake.test", limit=100).json()
-    dids = [f["did"] for f in page["followers"]]
-    cursor = page["cursor"]
+    dids, cursor = [], None
     while len(dids) < count:
-        page = xrpc.get(
-            "app.bsky.graph.getFollowers", actor="crowd-300.fake.test", limit=100, cursor=cursor
-        ).json()
+        page = page_of(xrpc, "crowd-300.fake.test", cursor)
         dids += [f["did"] for f in page["followers"]]
         cursor = page["cursor"]
     assert xrpc.apply(*(create(did) for did in dids[:count])).status_code == 200
@@ -100,7 +93,7 @@ def blocked_first(fakesky, xrpc, count):
 
 def test_followers_blocked_by_the_viewer_are_dropped_and_the_page_refilled(fakesky, alice):
     blocked = blocked_first(fakesky, alice, 150)
-    page = alice.get("app.bsky.graph.getFollowers", actor="crowd-300.fake.test", limit=100).json()
+    page = page_of(alice, "crowd-300.fake.test")
     handles = [f["handle"] for f in page["followers"]]
     assert handles[0] == "f150.crowd-300.fake.test"
     assert len(handles) == 100
@@ -111,7 +104,7 @@ def test_followers_blocked_by_the_viewer_are_dropped_and_the_page_refilled(fakes
 def test_without_refill_a_page_can_be_empty_while_a_cursor_follows(fakesky, alice):
     blocked_first(fakesky, alice, 150)
     fakesky.configure(fill_page_max_requests=1)
-    page = alice.get("app.bsky.graph.getFollowers", actor="crowd-300.fake.test", limit=100).json()
+    page = page_of(alice, "crowd-300.fake.test")
     assert page["followers"] == []
     assert page["cursor"]
     short = alice.get(
