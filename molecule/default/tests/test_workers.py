@@ -171,13 +171,10 @@ def start_campaign(host, fake_bluesky, count, **fake_config):
         "from django.contrib.auth import get_user_model;"
         " get_user_model().objects.filter(username='molecule-e2e').delete()",
     )
-    target_did = json.loads(
-        host.check_output(
-            "curl -sf '%s/xrpc/com.atproto.identity.resolveHandle?handle=crowd-%s.fake.test'",
-            fake_bluesky,
-            count,
-        )
-    )["did"]
+    resolve = (
+        f"{fake_bluesky}/xrpc/com.atproto.identity.resolveHandle?handle=crowd-{count}.fake.test"
+    )
+    target_did = json.loads(host.check_output("curl -sf %s", resolve))["did"]
     return host.check_output(
         "shoestring-manage shell --no-imports -c %s",
         SETUP.format(did=account["did"], count=count, target_did=target_did),
