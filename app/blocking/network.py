@@ -33,11 +33,14 @@ def client_for(account: LinkedAccount) -> BlueskyClient:
         )
 
     def remember(new_session: Session):
-        LinkedAccount.objects.filter(pk=account.pk).update(
-            access_jwt_encrypted=crypto.encrypt(new_session.access_jwt),
-            refresh_jwt_encrypted=crypto.encrypt(new_session.refresh_jwt),
-            service_url=new_session.pds_url,
-        )
+        changes = {
+            "access_jwt_encrypted": crypto.encrypt(new_session.access_jwt),
+            "refresh_jwt_encrypted": crypto.encrypt(new_session.refresh_jwt),
+        }
+        if new_session.pds_url and new_session.pds_url != account.service_url:
+            changes["service_url"] = new_session.pds_url  # the account moved to another PDS
+            account.service_url = new_session.pds_url
+        LinkedAccount.objects.filter(pk=account.pk).update(**changes)
 
     # The account signs in again at its own PDS, which its DID document named.
     return new_client(

@@ -37,6 +37,17 @@ def test_a_refreshed_session_is_kept_for_the_next_task(person, fakesky):
     assert (state["logins"], state["refreshes"]) == (1, 1)
 
 
+def test_an_account_that_moved_to_another_pds_is_followed_there(person, fakesky):
+    fakesky.configure(access_token_ttl_s=1)
+    user = person()
+    moved = fakesky.url.replace("127.0.0.1", "localhost")
+    fakesky.configure(public_url=moved)
+    time.sleep(2.05)
+    with client_for(LinkedAccount.objects.get(user=user)) as client:
+        client.resolve("crowd-5.fake.test")
+    assert LinkedAccount.objects.get(user=user).service_url == moved
+
+
 def loopback_setting(**env_overrides):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "BLUESKY_"))}
     env.update(
