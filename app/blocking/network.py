@@ -1,4 +1,5 @@
-"""Build a provider client for a person's linked account, persisting refreshed sessions."""
+"""Build provider clients from the settings: for a linked account (persisting refreshed
+sessions and the PDS its DID document names), or for signing in to link one."""
 
 from bluesky.client import BlueskyClient
 from bluesky.provider import Session
@@ -6,6 +7,18 @@ from django.conf import settings
 
 from . import crypto
 from .models import LinkedAccount
+
+
+def new_client(identifier, app_password, service_url=None, **options) -> BlueskyClient:
+    """A client that signs in at service_url, by default the configured entryway."""
+    return BlueskyClient(
+        service_url or settings.BLUESKY_SERVICE_URL,
+        identifier,
+        app_password,
+        timeout=settings.BLUESKY_TIMEOUT_S,
+        allow_loopback_pds=settings.BLUESKY_ALLOW_LOOPBACK_PDS,
+        **options,
+    )
 
 
 def client_for(account: LinkedAccount) -> BlueskyClient:
@@ -16,19 +29,24 @@ def client_for(account: LinkedAccount) -> BlueskyClient:
             handle=account.handle,
             access_jwt=crypto.decrypt(account.access_jwt_encrypted),
             refresh_jwt=crypto.decrypt(account.refresh_jwt_encrypted),
+            pds_url=account.service_url or None,
         )
 
     def remember(new_session: Session):
-        LinkedAccount.objects.filter(pk=account.pk).update(
-            access_jwt_encrypted=crypto.encrypt(new_session.access_jwt),
-            refresh_jwt_encrypted=crypto.encrypt(new_session.refresh_jwt),
-        )
+        changes = {
+            "access_jwt_encrypted": crypto.encrypt(new_session.access_jwt),
+            "refresh_jwt_encrypted": crypto.encrypt(new_session.refresh_jwt),
+        }
+        if new_session.pds_url and new_session.pds_url != account.service_url:
+            changes["service_url"] = new_session.pds_url  # the account moved to another PDS
+            account.service_url = new_session.pds_url
+        LinkedAccount.objects.filter(pk=account.pk).update(**changes)
 
-    return BlueskyClient(
-        account.service_url,
+    # The account signs in again at its own PDS, which its DID document named.
+    return new_client(
         account.did or account.handle,
         account.app_password,
+        service_url=account.service_url,
         session=session,
         on_session=remember,
-        timeout=settings.BLUESKY_TIMEOUT_S,
     )

@@ -79,27 +79,28 @@ def _network_failed(task_self, account, error):
     """Turn a provider error into the right outcome: wait, retry, or stop for good."""
     if isinstance(error, RateLimited):
         wait = backoff(task_self, error.reset_at)
-        until = (
-            datetime.fromtimestamp(error.reset_at, tz=UTC)
-            if error.reset_at
-            else timezone.now() + timedelta(seconds=wait)
-        )
-        LinkedAccount.objects.filter(pk=account.pk).update(rate_limited_until=until)
+        if error.scope == "account":
+            # This person's own budget is spent: every task of theirs waits for the reset.
+            until = (
+                datetime.fromtimestamp(error.reset_at, tz=UTC)
+                if error.reset_at
+                else timezone.now() + timedelta(seconds=wait)
+            )
+            LinkedAccount.objects.filter(pk=account.pk).update(rate_limited_until=until)
+        # A per-address limit is every account's on this host: this task waits for the
+        # reset it was told, and the person's account is not marked as limited.
         raise task_self.retry(countdown=wait, max_retries=None)
     if isinstance(error, CredentialsRevoked):
-        reason = (
-            "Bluesky refused the app password: link your account again with a new app password."
-        )
         LinkedAccount.objects.filter(pk=account.pk).update(
             api_enabled=False,
-            disabled_reason=reason,
+            disabled_reason=error.reason,
             access_jwt_encrypted="",
             refresh_jwt_encrypted="",
         )
         Campaign.objects.filter(user_id=account.user_id, status=Campaign.Status.RUNNING).update(
-            status=Campaign.Status.FAILED, error=reason
+            status=Campaign.Status.FAILED, error=error.reason
         )
-        log.warning("account %s: credentials revoked; API access disabled", account.pk)
+        log.warning("account %s: %s; API access disabled", account.pk, error.__class__.__name__)
         return
     if isinstance(error, ProviderError):
         raise task_self.retry(countdown=backoff(task_self), max_retries=8, exc=error)

@@ -1,8 +1,6 @@
 from datetime import timedelta
 
-from bluesky.client import BlueskyClient
 from bluesky.errors import CredentialsRevoked, ProviderError
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -17,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import buckets, crypto, tasks
 from .forms import CampaignForm, LinkAccountForm
 from .models import ActionRecord, Campaign, LinkedAccount
-from .network import client_for
+from .network import client_for, new_client
 
 
 def signup(request):
@@ -36,20 +34,17 @@ def link(request):
     form = LinkAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         handle, password = form.cleaned_data["handle"], form.cleaned_data["app_password"]
-        client = BlueskyClient(
-            settings.BLUESKY_SERVICE_URL, handle, password, timeout=settings.BLUESKY_TIMEOUT_S
-        )
         try:
-            with client:
+            with new_client(handle, password) as client:
                 session = client.login()
-        except CredentialsRevoked:
-            form.add_error(None, "Bluesky refused that handle and app password.")
+        except CredentialsRevoked as error:
+            form.add_error(None, error.link_message)
         except ProviderError:
             form.add_error(None, "Bluesky did not answer; nothing was saved. Try again.")
         else:
             account = account or LinkedAccount(user=request.user)
             account.handle, account.did = session.handle or handle, session.did
-            account.service_url = settings.BLUESKY_SERVICE_URL
+            account.service_url = session.pds_url
             account.app_password = password
             account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
             account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .env import env, env_int, env_list
+from .env import env, env_flag, env_int, env_list, is_loopback_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -104,6 +104,13 @@ SHOESTRING_RELEASE = _RELEASE_FILE.read_text().strip() if _RELEASE_FILE.is_file(
 # The network. Production talks to the public Bluesky entryway.
 BLUESKY_SERVICE_URL = env("BLUESKY_SERVICE_URL", "https://bsky.social")
 BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
+# An account's DID document names its PDS, which then gets the person's tokens: only public
+# https servers qualify. A network on this machine's loopback (the fake Bluesky on test and
+# demo hosts) names loopback PDSes, so they are allowed when BLUESKY_SERVICE_URL is one
+# ("auto", the default), or when this is "true"; "false" never allows them.
+BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
+    "BLUESKY_ALLOW_LOOPBACK_PDS", auto=is_loopback_url(BLUESKY_SERVICE_URL)
+)
 # Fernet key that encrypts app passwords and session tokens at rest. Only the
 # services that call the network get it (see docs/runbook.md).
 SHOESTRING_CREDENTIALS_KEY = env("SHOESTRING_CREDENTIALS_KEY", "")

@@ -119,7 +119,7 @@ account.app_password = "app-pass-molecule"
 account.save()
 assert buckets.debit(user, {count})
 campaign = Campaign.objects.create(user=user, target_handle="crowd-{count}.fake.test",
-    target_did="did:plc:crowd{count}", action="block", scope="followers",
+    target_did="{target_did}", action="block", scope="followers",
     expected={count}, tokens_debited={count})
 tasks.start_campaign.delay(campaign.pk)
 print(campaign.pk)
@@ -145,7 +145,13 @@ def start_campaign(host, count, **fake_config):
         "from django.contrib.auth import get_user_model;"
         " get_user_model().objects.filter(username='molecule-e2e').delete()",
     )
-    return manage_shell(host, SETUP.format(did=account["did"], count=count, fake=FAKE))
+    # DIDs look like real did:plc ones: ask the fake, as a client would.
+    target = fake_call(
+        host, "GET", f"/xrpc/com.atproto.identity.resolveHandle?handle=crowd-{count}.fake.test"
+    )
+    return manage_shell(
+        host, SETUP.format(did=account["did"], count=count, fake=FAKE, target_did=target["did"])
+    )
 
 
 def wait_for_campaign(host, campaign_id, timeout):
