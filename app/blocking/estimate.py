@@ -93,16 +93,11 @@ def for_campaign(campaign, account=None, now=None):
     if account is not None and account.is_rate_limited():
         waiting = int((account.rate_limited_until - now).total_seconds())
     seconds = max(writes, paging) + waiting
+    limit = "the demo network's limit" if settings.DEMO_NETWORK else "Bluesky's limit"
     if campaign.action != Action.BLOCK:
         text = f"About {duration_text(seconds)}"
     elif writes >= 86_400:
-        text = (
-            f"About {duration_text(seconds)} at Bluesky's limit of "
-            f"~{blocks_per_day():,} blocks a day"
-        )
+        text = f"About {duration_text(seconds)} at {limit} of ~{blocks_per_day():,} blocks a day"
     else:
-        text = (
-            f"About {duration_text(seconds)} at Bluesky's limit of "
-            f"~{blocks_per_hour():,} blocks an hour"
-        )
+        text = f"About {duration_text(seconds)} at {limit} of ~{blocks_per_hour():,} blocks an hour"
     return Estimate(seconds, text)
