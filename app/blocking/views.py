@@ -198,7 +198,7 @@ def _at(moment, now):
 def _summary(campaign):
     verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
     if campaign.status == Campaign.Status.DONE:
-        return f"Done: {verb.lower()} {campaign.acted:,} of {campaign.found:,} accounts found."
+        return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
     if campaign.status == Campaign.Status.FAILED:
         return f"Stopped after {verb.lower()} {campaign.acted:,} accounts."
     if campaign.status == Campaign.Status.CANCELLED:

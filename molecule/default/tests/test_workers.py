@@ -137,20 +137,22 @@ print(campaign.pk)
 
 @pytest.fixture
 def fake_bluesky(host):
-    host.run("systemctl stop fakesky.service")
-    host.run("systemctl reset-failed fakesky.service")
-    started = host.run(
-        "systemd-run --unit fakesky --property User=shoestring"
-        " --working-directory /opt/shoestring/app"
-        " /opt/shoestring/venv/bin/python -m fakesky --port 8787"
-    )
-    assert started.rc == 0, started.stderr
+    """The fake network that roles/fakesky runs on the host's loopback, reset to its defaults."""
+    assert host.service("fakesky.service").is_running
     for _ in range(40):
         if host.run("curl -sf -X POST http://127.0.0.1:8787/_fake/reset").rc == 0:
             break
         time.sleep(0.25)
     yield "http://127.0.0.1:8787"
-    host.run("systemctl stop fakesky.service")
+    host.run("curl -sf -X POST http://127.0.0.1:8787/_fake/reset")
+
+
+def test_the_fake_network_listens_on_loopback_only_as_a_sandboxed_unit(host):
+    listeners = host.check_output("ss -Hltn 'sport = :8787'").splitlines()
+    assert listeners, "fakesky.service is not listening"
+    assert all(line.split()[3].startswith("127.0.0.1:") for line in listeners)
+    props = unit_props(host, "fakesky.service", "DynamicUser", "ProtectSystem", "MemoryMax")
+    assert props == {"DynamicUser": "yes", "ProtectSystem": "strict", "MemoryMax": str(256 << 20)}
 
 
 def start_campaign(host, fake_bluesky, count, **fake_config):
