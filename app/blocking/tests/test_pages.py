@@ -266,3 +266,14 @@ def test_a_post_from_a_foreign_origin_is_refused_and_from_the_pages_own_origin_a
     )
     assert own.status_code == 302
     assert browser.get("/", HTTP_HOST="evil.example", secure=True).status_code == 400
+
+
+def test_another_persons_campaign_and_its_progress_answer_404_in_words(
+    client, person, django_user_model
+):
+    campaign = campaign_for(django_user_model.objects.create_user("owner", password="x"))
+    person()
+    page = client.get(f"/campaigns/{campaign.pk}/")
+    assert page.status_code == 404
+    assert "belongs to someone else" in page.content.decode()
+    assert client.get(f"/campaigns/{campaign.pk}/progress.json").status_code == 404
