@@ -2,9 +2,11 @@
 
 Bluesky lets one account spend 5,000 write points an hour and 35,000 a day, and
 creating a block record costs 3 points: about 1,666 blocks an hour, and no more
-than about 11,666 a day. Every running block campaign of a person shares that
-budget, so a campaign ends no sooner than all of them together could. Follower
-pages come one per SHOESTRING_FOLLOWER_PAGE_DELAY_S, which bounds it too.
+than about 11,666 a day. The estimate assumes the account's budget is unspent
+now (what the network last refused, rate_limited_until, is added), and that
+every running block campaign of the person shares it, so a campaign ends no
+sooner than all of them together could. Follower pages come one per
+SHOESTRING_FOLLOWER_PAGE_DELAY_S, which bounds it too.
 """
 
 import math
@@ -18,13 +20,14 @@ from .models import Action, Campaign
 
 
 def seconds_to_spend(points, per_hour, per_day):
-    """Seconds to spend `points` at no more than per_hour an hour and per_day a day."""
+    """Seconds until `points` are spent when each hour's window allows per_hour and each
+    day's per_day: a window's budget goes at once, then the work waits for the next one."""
     if points <= 0:
         return 0
-    days, rest = divmod(points, per_day)
-    if rest == 0:  # the last day's budget is spent within that day
-        days, rest = days - 1, per_day
-    return int(days * 86_400 + rest * 3_600 / per_hour)
+    day_waits = (points - 1) // per_day
+    rest = points - day_waits * per_day
+    hour_waits = (rest - 1) // per_hour
+    return day_waits * 86_400 + hour_waits * 3_600
 
 
 def duration_text(seconds):
@@ -92,7 +95,8 @@ def for_campaign(campaign, account=None, now=None):
     waiting = 0
     if account is not None and account.is_rate_limited():
         waiting = int((account.rate_limited_until - now).total_seconds())
-    seconds = max(writes, paging) + waiting
+    # Even work inside the budget takes the workers a little while.
+    seconds = max(writes, paging, 60 if remaining else 0) + waiting
     limit = "the demo network's limit" if settings.DEMO_NETWORK else "Bluesky's limit"
     if campaign.action != Action.BLOCK:
         text = f"About {duration_text(seconds)}"

@@ -1,3 +1,4 @@
+from blocking import estimate
 from django.conf import settings
 
 
@@ -10,5 +11,6 @@ def demo_network(request):
             "handle": settings.DEMO_ACCOUNT_HANDLE,
             "app_password": settings.DEMO_ACCOUNT_APP_PASSWORD,
             "targets": settings.DEMO_TARGETS,
+            "blocks_per_hour": estimate.blocks_per_hour(),
         }
     }
