@@ -128,6 +128,11 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    for path, package in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")]:
+        if not Path(path).exists():
+            pytest.fail(f"{path} is missing: `make deps` installs Debian's {package}")
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make deps` runs npm ci in tests/browser")
     profile = tempfile.mkdtemp(prefix="shoestring-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
