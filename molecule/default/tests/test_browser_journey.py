@@ -51,7 +51,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def base_url(host):
     """https://127.0.0.1:<port>: the container's 443 as molecule.yml publishes it on loopback."""
-    name = host.backend.name
+    name = host.backend.get_hostname()
     published = subprocess.run(
         ["docker", "port", name, "443/tcp"], capture_output=True, text=True, check=True
     ).stdout.split()
