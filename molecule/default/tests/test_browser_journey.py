@@ -290,7 +290,9 @@ def sign_out(journey):
     journey.wait_for(lambda: journey.finds("header a[href='/accounts/login/']"), 20, "signed out")
 
 
-def test_a_person_does_the_whole_journey_in_a_browser(host, journey, demo_network, screenshots):
+def test_a_person_does_the_whole_journey_in_a_browser(
+    host, journey, demo_network, screenshots, capsys
+):
     started = time.monotonic()
     username, password = f"journey{int(time.time())}", "a long journey password"
 
@@ -418,10 +420,11 @@ def test_a_person_does_the_whole_journey_in_a_browser(host, journey, demo_networ
     sign_out(journey)
 
     elapsed = time.monotonic() - started
-    print(f"\nbrowser journey: {elapsed:.0f} s wall time, {len(journey.steps)} screenshots")
-    print(f"screenshots in {screenshots}:")
-    for step in journey.steps:
-        print(f"  {step}")
+    with capsys.disabled():  # shown even when pytest captures output (molecule verify)
+        print(f"\nbrowser journey: {elapsed:.0f} s wall time, {len(journey.steps)} screenshots")
+        print(f"screenshots in {screenshots}:")
+        for step in journey.steps:
+            print(f"  {step}")
 
 
 def test_a_post_from_a_foreign_origin_is_refused(http, base_url):
