@@ -67,6 +67,30 @@ BAD_SETTINGS = [
         id="domain-without-acme-email",
     ),
     pytest.param(
+        {
+            "shoestring_demo_network": True,
+            "fakesky_enabled": False,
+            "nginx_domain": "shoestring.example.org",
+            "nginx_acme_email": "ops@example.org",
+        },
+        ["the demo network", "must never run on a production host"],
+        id="demo-network-on-a-production-host",
+    ),
+    pytest.param(
+        {
+            "fakesky_enabled": True,
+            "nginx_domain": "shoestring.example.org",
+            "nginx_acme_email": "ops@example.org",
+        },
+        ["installs a fake Bluesky", "a production host"],
+        id="fake-network-on-a-production-host",
+    ),
+    pytest.param(
+        {"nginx_extra_names": ["https://shoestring.example.org:443"]},
+        ["nginx_extra_names a list of lower-case host names"],
+        id="extra-name-with-a-scheme",
+    ),
+    pytest.param(
         {"postgresql_fsync": False},
         ["postgresql_fsync and postgresql_full_page_writes must stay true", "corrupt"],
         id="fsync-off",

@@ -141,7 +141,9 @@ class ActionRecord(models.Model):
     )
     kind = models.CharField(max_length=5, choices=Action.choices)
     subject_did = models.CharField(max_length=255)
-    subject_handle = models.CharField(max_length=253, blank=True)
+    # C collation: handles are ASCII, and byte order lets the list's index answer
+    # "handles starting with ..." (LIKE 'abc%') as a range.
+    subject_handle = models.CharField(max_length=253, blank=True, db_collation="C")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     rkey = models.CharField(max_length=64, blank=True)
     until = models.DateTimeField(null=True, blank=True)
@@ -162,6 +164,9 @@ class ActionRecord(models.Model):
             models.Index(
                 fields=["until"], condition=Q(state="done", until__isnull=False), name="action_due"
             ),
+            # The blocks list: a person's rows in handle order, paged by (handle, id)
+            # and searched by handle prefix, without reading the rest.
+            models.Index(fields=["owner", "subject_handle", "id"], name="action_by_handle"),
             # requeue_stranded: pending or releasing work no task holds any more.
             models.Index(
                 fields=["created_at"],

@@ -4,22 +4,20 @@ from bluesky.errors import CredentialsRevoked, ProviderError
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import buckets, crypto, tasks
-from .forms import CampaignForm, LinkAccountForm
+from . import blocklist, buckets, crypto, estimate, tasks
+from .forms import CampaignForm, LinkAccountForm, SignupForm
 from .models import ActionRecord, Campaign, LinkedAccount
 from .network import client_for, new_client
 
 
 def signup(request):
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user)
@@ -40,7 +38,10 @@ def link(request):
         except CredentialsRevoked as error:
             form.add_error(None, error.link_message)
         except ProviderError:
-            form.add_error(None, "Bluesky did not answer; nothing was saved. Try again.")
+            form.add_error(
+                None,
+                "Bluesky did not answer, so nothing was saved. Wait a minute and press Link again.",
+            )
         else:
             account = account or LinkedAccount(user=request.user)
             account.handle, account.did = session.handle or handle, session.did
@@ -85,13 +86,19 @@ def campaign_new(request):
         balance = buckets.balance(request.user)
         wait = balance.seconds_until(form.cost)
         if wait is None:
-            when = "more than your bucket holds; ask the operator for a larger capacity"
+            when = (
+                f"that is more than your bucket can hold ({balance.capacity:,}). Ask the"
+                " operator for a larger capacity, or choose “The account” to block just them."
+            )
         else:
             refilled = timezone.now() + timedelta(seconds=wait)
-            when = f"enough will have refilled by {refilled:%Y-%m-%d %H:%M} UTC"
+            when = (
+                f"enough will have refilled by {refilled:%Y-%m-%d %H:%M} UTC. Start it then, or"
+                " choose “The account” to block just them now."
+            )
         form.add_error(
             None,
-            f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}.",
+            f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}",
         )
     return render(request, "blocking/campaign_new.html", {"form": form, "balance": balance})
 
@@ -141,7 +148,17 @@ def campaign_progress(request, pk):
 
 
 def _progress(campaign, account):
+    """What the campaign page shows, as text a person reads; the page's script polls it."""
+    now = timezone.now()
     waiting = account.rate_limited_until if account and account.is_rate_limited() else None
+    next_page = (
+        campaign.next_page_at
+        if campaign.status == Campaign.Status.RUNNING
+        and campaign.next_page_at
+        and not campaign.pages_done
+        else None
+    )
+    left = estimate.for_campaign(campaign, account, now=now)
     return {
         "status": campaign.status,
         "status_label": campaign.get_status_display(),
@@ -151,12 +168,32 @@ def _progress(campaign, account):
         "acted": campaign.acted,
         "skipped": campaign.skipped,
         "failed": campaign.failed,
+        "summary": _summary(campaign),
+        "estimate": left.text if left else "",
         "waiting_until": waiting.isoformat() if waiting else None,
-        "next_page_at": campaign.next_page_at.isoformat()
-        if campaign.next_page_at and not campaign.pages_done
-        else None,
+        "waiting_text": _at(waiting, now) if waiting else "",
+        "next_page_at": next_page.isoformat() if next_page else None,
+        "next_page_text": _at(next_page, now) if next_page else "",
         "error": campaign.error,
     }
+
+
+def _at(moment, now):
+    """'14:05 UTC (in 8 min)': a time a person can act on, with how far off it is."""
+    seconds = (moment - now).total_seconds()
+    when = "now" if seconds < 60 else f"in {estimate.duration_text(seconds)}"
+    return f"{moment:%H:%M} UTC ({when})"
+
+
+def _summary(campaign):
+    verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
+    if campaign.status == Campaign.Status.DONE:
+        return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
+    if campaign.status == Campaign.Status.FAILED:
+        return f"Stopped after {verb.lower()} {campaign.acted:,} accounts."
+    if campaign.status == Campaign.Status.CANCELLED:
+        return f"Cancelled after {verb.lower()} {campaign.acted:,} accounts."
+    return f"{verb} {campaign.acted:,} of about {campaign.expected:,} so far."
 
 
 @login_required
@@ -167,14 +204,13 @@ def campaigns(request):
 
 @login_required
 def blocks(request):
-    query = request.GET.get("q", "").strip().lstrip("@")
-    rows = ActionRecord.objects.filter(owner=request.user).exclude(
-        state=ActionRecord.State.RELEASING
+    page = blocklist.page_for(
+        request.user,
+        query=request.GET.get("q", ""),
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
     )
-    if query:
-        rows = rows.filter(subject_handle__icontains=query)
-    page = Paginator(rows.order_by("subject_handle", "pk"), 100).get_page(request.GET.get("page"))
-    return render(request, "blocking/blocks.html", {"page": page, "q": query})
+    return render(request, "blocking/blocks.html", {"page": page, "q": page.query})
 
 
 @login_required
@@ -200,5 +236,9 @@ def undo_all(request):
     count = ActionRecord.objects.filter(owner=request.user, state=ActionRecord.State.DONE).update(
         until=timezone.now()
     )
-    messages.success(request, f"Undoing {count:,} blocks and mutes, a batch at a time.")
+    messages.success(
+        request,
+        f"Undoing {count:,} blocks and mutes, a batch at a time; they leave this list as"
+        " Bluesky confirms each one.",
+    )
     return redirect("blocks")

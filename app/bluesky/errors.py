@@ -32,7 +32,11 @@ class CredentialsRevoked(Exception):
 
     # What the person is told, where the work stopped and where they link their account.
     reason = "Bluesky refused the app password: link your account again with a new app password."
-    link_message = "Bluesky refused that handle and app password."
+    link_message = (
+        "Bluesky refused that handle and app password. Check the handle, or make a new"
+        " app password in Bluesky's Settings → Privacy and security → App passwords"
+        " and paste it here."
+    )
 
 
 class AccountSuspended(CredentialsRevoked):

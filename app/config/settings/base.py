@@ -8,6 +8,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", required=True)
 DEBUG = False
+# The names a browser may use, from the inventory (roles/app: app_allowed_hosts).
+# nginx forwards the Host the browser sent, port included, so a form posted to
+# https://127.0.0.1:8443/ passes the CSRF origin check with no port listed here;
+# CSRF_TRUSTED_ORIGINS only adds other origins allowed to post (none by default).
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -18,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "core",
     "blocking",
 ]
@@ -45,6 +50,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.context_processors.demo_network",
             ],
         },
     },
@@ -86,6 +92,12 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = env("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+# Hashed file names (site.3f2a9c1b7e4d.css): nginx caches them for a year, and a
+# new release changes the name instead of waiting for caches to expire.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,
@@ -111,6 +123,19 @@ BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
 BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
     "BLUESKY_ALLOW_LOOPBACK_PDS", auto=is_loopback_url(BLUESKY_SERVICE_URL)
 )
+# Bluesky's per-account write budget (points; creating a block record costs 3):
+# what the campaign page's time estimate is computed from.
+BLUESKY_WRITE_POINTS_PER_HOUR = env_int("BLUESKY_WRITE_POINTS_PER_HOUR", 5_000)
+BLUESKY_WRITE_POINTS_PER_DAY = env_int("BLUESKY_WRITE_POINTS_PER_DAY", 35_000)
+BLUESKY_POINTS_PER_BLOCK = 3
+
+# The demo network (make demo): the app talks to the fake Bluesky on the host's
+# loopback, and every page says so. The account and targets are the fake's
+# seeded ones, shown to a newcomer so they can try the whole journey offline.
+DEMO_NETWORK = env("SHOESTRING_DEMO_NETWORK", "") == "1"
+DEMO_ACCOUNT_HANDLE = env("SHOESTRING_DEMO_ACCOUNT_HANDLE", "")
+DEMO_ACCOUNT_APP_PASSWORD = env("SHOESTRING_DEMO_ACCOUNT_APP_PASSWORD", "")
+DEMO_TARGETS = env_list("SHOESTRING_DEMO_TARGETS", "")
 # Fernet key that encrypts app passwords and session tokens at rest. Only the
 # services that call the network get it (see docs/runbook.md).
 SHOESTRING_CREDENTIALS_KEY = env("SHOESTRING_CREDENTIALS_KEY", "")

@@ -22,3 +22,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The fake Bluesky runs on loopback; tests point BLUESKY_SERVICE_URL at it after start-up.
 BLUESKY_ALLOW_LOOPBACK_PDS = True
 ALLOWED_HOSTS = ["*"]
+# Tests render pages without running collectstatic first.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
