@@ -4,13 +4,19 @@ broker, real PostgreSQL and the fake Bluesky server over real HTTP."""
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import WORKER_SETTINGS, wait_until
 from django.utils import timezone
 
 from blocking import buckets
 from blocking.models import ActionRecord, Campaign, KillSwitch, LinkedAccount, TokenBucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def web_settings_like_the_workers(settings):
+    """The web app (this process) runs with the workers' short lease, as on a host."""
+    settings.ACTION_LEASE_S = int(WORKER_SETTINGS["SHOESTRING_ACTION_LEASE_S"])
 
 
 def unlimited(fakesky):
