@@ -172,7 +172,7 @@ def test_the_stranded_sweep_is_ordered_marks_what_it_requeued_and_skips_disabled
     old = timezone.now() - timedelta(hours=2)
     _, a = campaign_with_batch(alice)
     _, b = campaign_with_batch(bob)
-    done, gone = campaign_with_batch(alice, status="done")
+    _, gone = campaign_with_batch(alice, status="done")
     Batch.objects.update(queued_at=old)
     LinkedAccount.objects.filter(user=bob).update(api_enabled=False)
     assert upkeep.requeue_stranded.apply().result == 1
