@@ -60,7 +60,7 @@ def end(campaigns, status, error=""):
             )
             Batch.objects.filter(campaign_id=campaign.pk).delete()
             if unspent:
-                buckets.credit(campaign.user, unspent)
+                buckets.credit(campaign.user_id, unspent)
             ended += 1
     return ended
 

@@ -30,6 +30,14 @@ from .models import Batch, KillSwitch, LinkedAccount
 log = logging.getLogger(__name__)
 
 ADDRESS = "global-ip"
+PACING_FIELDS = (
+    "id",
+    "user_id",
+    "api_enabled",
+    "rate_limited_until",
+    "write_points_left",
+    "write_window_reset_at",
+)
 TASK_OF_OP = {
     Batch.Op.BLOCK: "blocking.act_on_batch",
     Batch.Op.MUTE: "blocking.act_on_batch",
@@ -151,7 +159,10 @@ def dispatch(owner_id):
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [7110, owner_id])
             if not cursor.fetchone()[0]:
                 return 0  # another dispatcher is at it now
-        account = LinkedAccount.objects.filter(user_id=owner_id).first()
+        # Only the columns beat's pool may read: never the password or the tokens.
+        account = (
+            LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS).first()
+        )
         if account is None or not account.api_enabled or account.is_rate_limited():
             return 0
         queued = list(

@@ -19,8 +19,14 @@ from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
 from .taskbase import periodic
 
 
+def _enabled_users():
+    """Users whose account may call the network: a subquery on the account table alone
+    (beat's pool may not read auth_user)."""
+    return LinkedAccount.objects.filter(api_enabled=True).values("user_id")
+
+
 def _enabled_owner():
-    return Q(owner__linked_account__api_enabled=True)
+    return Q(owner_id__in=_enabled_users())
 
 
 @periodic("blocking.release_due_pages")
@@ -46,7 +52,7 @@ def release_due_pages(self):
                 status=Campaign.Status.RUNNING,
                 pages_done=False,
                 next_page_at__lte=now,
-                user__linked_account__api_enabled=True,
+                user_id__in=_enabled_users(),
             )
             .order_by("next_page_at")
             .values_list("pk", "user_id", "cursor", "found")[:100]
@@ -100,9 +106,11 @@ def release_expired(self):
                 .order_by("until")
                 .values_list(*fields)[:limit]
             )
-            lifting = LinkedAccount.objects.filter(
-                api_enabled=True, lift_all_requested_at__isnull=False
-            ).order_by("lift_all_requested_at")
+            lifting = (
+                LinkedAccount.objects.filter(api_enabled=True, lift_all_requested_at__isnull=False)
+                .only("id", "user_id", "lift_all_requested_at", "unlink_requested_at")
+                .order_by("lift_all_requested_at")
+            )
             for account in lifting:
                 if len(due) >= limit:
                     break

@@ -85,10 +85,14 @@ def test_a_pool_role_is_refused_outside_its_rights(host):
     )
     assert allowed.rc == 0, allowed.stderr
     maintenance = env_file(host, "/etc/shoestring/worker-maintenance.env")
-    assert (
-        "permission denied"
-        in psql(host, maintenance, "SELECT 1 FROM blocking_linkedaccount").stderr
+    # Beat's pool reads an account's pacing state, never its password or tokens.
+    for secret in ("app_password_encrypted", "access_jwt_encrypted", "refresh_jwt_encrypted"):
+        sql = f"SELECT {secret} FROM blocking_linkedaccount"  # noqa: S608 (fixed column names)
+        assert "permission denied" in psql(host, maintenance, sql).stderr
+    readable = psql(
+        host, maintenance, "SELECT api_enabled, write_points_left FROM blocking_linkedaccount"
     )
+    assert readable.rc == 0, readable.stderr
 
 
 def test_the_broker_is_private_and_never_evicts(host):
