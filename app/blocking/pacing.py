@@ -160,9 +160,7 @@ def dispatch(owner_id):
             if not cursor.fetchone()[0]:
                 return 0  # another dispatcher is at it now
         # Only the columns beat's pool may read: never the password or the tokens.
-        account = (
-            LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS).first()
-        )
+        account = LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS).first()
         if account is None or not account.api_enabled or account.is_rate_limited():
             return 0
         queued = list(

@@ -75,9 +75,7 @@ def test_the_network_pools_can_block_and_end_a_campaign(person, fakesky, reset_r
     user = person()
     dids = [fakesky.did(f"f{i}.crowd-3.fake.test") for i in range(3)]
     campaign, batch = campaign_with_batch(user, dids=dids)
-    Batch.objects.filter(pk=batch.pk).update(
-        rkeys=next_tids(3)
-    )
+    Batch.objects.filter(pk=batch.pk).update(rkeys=next_tids(3))
     as_pool("network")
     assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
     campaigns.end(Campaign.objects.filter(pk=campaign.pk), Campaign.Status.CANCELLED)
