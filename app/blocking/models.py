@@ -251,10 +251,13 @@ class Batch(models.Model):
 
 class AddressBudget(models.Model):
     """The requests every account of this appliance may still send from its one address:
-    a token bucket shared by all worker processes (blocking.pacing)."""
+    a token bucket shared by all worker processes (blocking.pacing). Made from the settings
+    on first use; an operator may change capacity and refill here (admin) at run time."""
 
     name = models.CharField(max_length=40, primary_key=True)
     tokens = models.FloatField()
+    capacity = models.FloatField()
+    refill_per_s = models.FloatField()
     refilled_at = models.DateTimeField()
 
     def __str__(self):

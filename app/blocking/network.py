@@ -1,8 +1,6 @@
 """Build provider clients from the settings: for a linked account (persisting refreshed
 sessions and the PDS its DID document names), or for signing in to link one."""
 
-import logging
-
 from bluesky.client import BlueskyClient
 from bluesky.provider import Session
 from django.conf import settings
@@ -10,20 +8,16 @@ from django.conf import settings
 from . import crypto
 from .models import LinkedAccount
 
-log = logging.getLogger(__name__)
-
 
 def budget_hook(interactive):
     """What the client calls before each request: take one from the shared per-address
-    budget (blocking.pacing). A page a person waits on never fails for it."""
+    budget (blocking.pacing). A page a person waits on is never refused: it is counted,
+    and bulk work waits longer."""
     from . import pacing
 
     def take(nsid):
         if interactive == "page":
-            try:
-                pacing.take_address_budget(1, interactive=True)
-            except pacing.AddressBudgetSpent:
-                log.warning("%s sent with the shared per-address budget spent", nsid)
+            pacing.force_address_budget(1)
         else:
             pacing.take_address_budget(1, interactive=interactive)
 

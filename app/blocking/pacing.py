@@ -63,34 +63,22 @@ def address_bucket():
     return capacity, rate
 
 
-_TAKE_SQL = """
-WITH now AS (SELECT clock_timestamp() AS t)
-UPDATE blocking_addressbudget SET
-    tokens = LEAST(%(capacity)s, tokens + %(rate)s
-                   * GREATEST(0, EXTRACT(EPOCH FROM ((SELECT t FROM now) - refilled_at))))
-             - %(cost)s,
-    refilled_at = GREATEST(refilled_at, (SELECT t FROM now))
-WHERE name = %(name)s
-  AND LEAST(%(capacity)s, tokens + %(rate)s
-            * GREATEST(0, EXTRACT(EPOCH FROM ((SELECT t FROM now) - refilled_at))))
-      >= %(cost)s + %(reserve)s
-RETURNING tokens
-"""
-
-_LEVEL_SQL = """
-SELECT LEAST(%(capacity)s, tokens + %(rate)s
-             * GREATEST(0, EXTRACT(EPOCH FROM (clock_timestamp() - refilled_at))))
-FROM blocking_addressbudget WHERE name = %(name)s
-"""
+_REFILLED = (
+    "LEAST(capacity, tokens + refill_per_s"
+    " * GREATEST(0, EXTRACT(EPOCH FROM (clock_timestamp() - refilled_at))))"
+)
+_TAKE_SQL = (
+    f"UPDATE blocking_addressbudget SET tokens = {_REFILLED} - %(cost)s,"  # noqa: S608
+    " refilled_at = GREATEST(refilled_at, clock_timestamp())"
+    f" WHERE name = %(name)s AND {_REFILLED} >= %(cost)s + %(reserve)s RETURNING tokens"
+)
+_LEVEL_SQL = f"SELECT {_REFILLED}, refill_per_s FROM blocking_addressbudget WHERE name = %(name)s"  # noqa: S608
 
 
 def try_address_budget(cost=1, interactive=False):
     """Take `cost` requests from the shared budget; 0 if taken, else seconds to wait."""
-    capacity, rate = address_bucket()
     params = {
         "name": ADDRESS,
-        "capacity": capacity,
-        "rate": rate,
         "cost": cost,
         "reserve": 0 if interactive else settings.INTERACTIVE_RESERVE,
     }
@@ -101,14 +89,29 @@ def try_address_budget(cost=1, interactive=False):
         cursor.execute(_LEVEL_SQL, params)
         row = cursor.fetchone()
         if row is None:
+            capacity, rate = address_bucket()
             cursor.execute(
-                "INSERT INTO blocking_addressbudget (name, tokens, refilled_at)"
-                " VALUES (%s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
-                [ADDRESS, capacity],
+                "INSERT INTO blocking_addressbudget"
+                " (name, tokens, capacity, refill_per_s, refilled_at)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
+                [ADDRESS, capacity, capacity, rate],
             )
             return try_address_budget(cost, interactive)
-    missing = cost + params["reserve"] - row[0]
-    return missing / rate if rate > 0 else float("inf")
+    level, rate = row
+    missing = cost + params["reserve"] - level
+    return missing / rate if rate > 0 else float(settings.MAX_BACKOFF_S)
+
+
+def force_address_budget(cost=1):
+    """Count requests a web page sends whatever the budget (a person is waiting on the
+    answer): the bucket may go below zero, and bulk work then waits for it to refill."""
+    if try_address_budget(cost, interactive=True):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE blocking_addressbudget SET tokens = {_REFILLED} - %s,"  # noqa: S608
+                " refilled_at = GREATEST(refilled_at, clock_timestamp()) WHERE name = %s",
+                [cost, ADDRESS],
+            )
 
 
 def take_address_budget(cost=1, interactive=False, max_wait_s=None):

@@ -64,6 +64,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('name', models.CharField(max_length=40, primary_key=True, serialize=False)),
                 ('tokens', models.FloatField()),
+                ('capacity', models.FloatField()),
+                ('refill_per_s', models.FloatField()),
                 ('refilled_at', models.DateTimeField()),
             ],
         ),

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from blocking import buckets
 from blocking.models import ActionRecord, Campaign, KillSwitch, LinkedAccount, TokenBucket
+from blocking.tests.helpers import finished, start, unlimited
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -17,30 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def web_settings_like_the_workers(settings):
     """The web app (this process) runs with the workers' short lease, as on a host."""
     settings.ACTION_LEASE_S = int(WORKER_SETTINGS["SHOESTRING_ACTION_LEASE_S"])
-
-
-def unlimited(fakesky):
-    """Lift the network's write budget: Bluesky's real 5,000 points an hour would make a
-    campaign of thousands take hours. test_rate_limiting_* exercises the limit itself."""
-    fakesky.configure(write_points_per_hour=1_000_000, write_points_per_day=1_000_000)
-
-
-def start(client, target, scope="followers", action="block", duration="4"):
-    response = client.post(
-        "/campaigns/new/",
-        {"target": target, "action": action, "scope": scope, "duration": duration},
-    )
-    assert response.status_code == 302, response.content.decode()[:2000]
-    return Campaign.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
-
-
-def finished(campaign, timeout):
-    def check():
-        campaign.refresh_from_db()
-        return campaign.status != Campaign.Status.RUNNING
-
-    wait_until(check, timeout, interval=0.5, message=f"campaign {campaign.pk} to finish")
-    return campaign
 
 
 def test_a_campaign_blocks_every_follower_exactly_once(client, person, fakesky, celery_worker):

@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 from blocking.models import Campaign
+from blocking.tests.helpers import finished, start, unlimited
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -50,8 +51,6 @@ def settled_counters(timeout=30):
 
 
 def test_a_block_costs_at_most_one_row_write(client, person, fakesky, celery_worker):
-    from blocking.tests.test_e2e import finished, start, unlimited
-
     user = person()
     unlimited(fakesky)
     rows_before, (wal_before, records_before) = settled_counters()
