@@ -3,6 +3,7 @@ over HTTP with its real limits. Windows are compressed where a real one would ta
 and each test says by how much; the limits themselves are Bluesky's."""
 
 import time
+from datetime import datetime
 
 import pytest
 import redis
@@ -35,8 +36,6 @@ def worker_counts():
     for entry in scheduled:
         eta = entry.get("eta")
         if eta:
-            from datetime import datetime
-
             longest = max(longest, datetime.fromisoformat(eta).timestamp() - time.time())
     return len(scheduled), longest, reserved + active
 
@@ -144,7 +143,7 @@ def test_waiting_work_is_rows_not_tasks(client, person, fakesky, celery_worker):
     campaign.refresh_from_db()
     queued = Batch.objects.filter(owner=user, state="queued").count()
     ready = Batch.objects.filter(owner=user, state="ready").count()
-    scheduled, longest, _ = worker_counts()
+    _, longest, _ = worker_counts()
     assert campaign.acted <= 300 + settings.BLOCK_BATCH_SIZE
     assert ready >= 20
     assert queued <= settings.MAX_IN_FLIGHT_PER_ACCOUNT
