@@ -33,6 +33,8 @@ AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FAKE = "http://127.0.0.1:8787"  # the demo network, on the host's loopback
 TARGET = "crowd-3000.fake.test"
+# Long enough to be still running when the journey cancels it.
+LONG_TARGET = "crowd-20000.fake.test"
 FOLLOWERS = 3000
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 PHONE = (390, 844)
@@ -404,6 +406,25 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
     journey.wait_for(lambda: "Undoing 3,000 blocks and mutes" in journey.text(), 20, "undo all")
     journey.shot("undo-all")
+
+    # A long campaign, cancelled from its own page (a confirmation first): the button is a
+    # form, so it works under the strict CSP with no inline script.
+    journey.open("/campaigns/new/")
+    journey.fill("Account", LONG_TARGET)
+    Select(journey.find("#id_action")).select_by_visible_text("Block")
+    Select(journey.find("#id_scope")).select_by_visible_text("Its followers")
+    Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.press("Start")
+    journey.wait_for(
+        lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "campaign page"
+    )
+    journey.press("Cancel the campaign", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Cancelled." in journey.text(), 20, "cancelled")
+    assert journey.find("#status").text == "Cancelled"
+    assert "unspent tokens were given back" in journey.text()
+    assert not journey.finds("#cancel")
+    journey.shot("campaign-cancelled")
 
     sign_out(journey)
     assert "Sign in" in journey.find("header").text
