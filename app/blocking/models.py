@@ -48,6 +48,21 @@ class LinkedAccount(models.Model):
     def is_rate_limited(self):
         return bool(self.rate_limited_until and self.rate_limited_until > timezone.now())
 
+    def budget_wait_until(self, now=None):
+        """When this account may write again, if it may not now: the network refused it
+        (rate_limited_until), or the points it last reported will not pay for a batch."""
+        now = now or timezone.now()
+        if self.rate_limited_until and self.rate_limited_until > now:
+            return self.rate_limited_until
+        batch_points = settings.BLOCK_BATCH_SIZE * settings.BLUESKY_POINTS_PER_BLOCK
+        if (
+            self.write_window_reset_at
+            and self.write_window_reset_at > now
+            and (self.write_points_left or 0) < batch_points
+        ):
+            return self.write_window_reset_at
+        return None
+
 
 class TokenBucket(models.Model):
     """Per-person work budget: exactly four fields of state (see blocking.buckets)."""

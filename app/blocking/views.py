@@ -189,7 +189,7 @@ def campaign_progress(request, pk):
 def _progress(campaign, account):
     """What the campaign page shows, as text a person reads; the page's script polls it."""
     now = timezone.now()
-    waiting = account.rate_limited_until if account and account.is_rate_limited() else None
+    waiting = account.budget_wait_until(now) if account else None
     next_page = (
         campaign.next_page_at
         if campaign.status == Campaign.Status.RUNNING

@@ -144,6 +144,7 @@ def test_revoked_credentials_stop_the_work_and_tell_the_person(
     KillSwitch.objects.filter(task_name="blocking.start_campaign").update(engaged=False)
     finished(campaign, timeout=60)
     assert campaign.status == Campaign.Status.FAILED
+    assert campaign.tokens_refunded == 500  # nothing was blocked: every token comes back
     account = LinkedAccount.objects.get(user=user)
     assert not account.api_enabled
     # No retries: a few seconds later the network has heard nothing more.
