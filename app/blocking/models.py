@@ -150,6 +150,20 @@ class Campaign(models.Model):
         return min(100, int(100 * self.processed / self.expected))
 
 
+def campaign_link():
+    """The campaign a row came from: only shown or filtered on, never joined on or cascaded
+    (campaigns go only with their user, whose rows go too), so no index and no constraint
+    to check on every insert."""
+    return models.ForeignKey(
+        Campaign,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        db_index=False,
+        db_constraint=False,
+    )
+
+
 class ActionRecord(models.Model):
     """One block or mute the service holds for a person. Millions of rows: real columns only.
 
@@ -161,15 +175,7 @@ class ActionRecord(models.Model):
 
     # No index of its own: the unique constraint's index starts with owner.
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
-    # Only shown, never joined on or cascaded: no index and no constraint to check per insert.
-    campaign = models.ForeignKey(
-        Campaign,
-        on_delete=models.DO_NOTHING,
-        null=True,
-        blank=True,
-        db_index=False,
-        db_constraint=False,
-    )
+    campaign = campaign_link()
     kind = models.CharField(max_length=5, choices=Action.choices)
     subject_did = models.CharField(max_length=255)
     # C collation: handles are ASCII, and byte order lets the list's index answer
@@ -220,14 +226,7 @@ class Batch(models.Model):
         QUEUED = "queued", "Queued"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
-    campaign = models.ForeignKey(
-        Campaign,
-        on_delete=models.DO_NOTHING,
-        null=True,
-        blank=True,
-        db_index=False,
-        db_constraint=False,
-    )
+    campaign = campaign_link()
     op = models.CharField(max_length=7, choices=Op.choices)
     dids = ArrayField(models.CharField(max_length=255))
     handles = ArrayField(models.CharField(max_length=253))
