@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from . import pacing
 from .campaigns import account_refused, backoff_s, finish_if_complete, held, usable_account
-from .models import Action, Batch, Campaign, LinkedAccount
+from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
 from .network import client_for
 from .taskbase import DURABLE, GuardedTask, task
 
@@ -152,10 +152,18 @@ RETURNING subject_did
 
 def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False):
     """One transaction: the batch row gone (or shrunk to what is left), a record per block
-    made, the campaign's counters moved. Saving twice is impossible: only the run that
-    removes the batch row counts its work."""
+    made, the campaign's counters moved.
+
+    Blocks the network made are always recorded, also when the batch row went meanwhile
+    (its campaign was cancelled mid-call): a block is never left on the network unknown.
+    A record is unique per person and account, so a second delivery of a batch records
+    nothing twice, and only the run that removes the batch row counts skips and failures.
+    A conflict with a record of another key means the person came to hold that block
+    through another campaign meanwhile: this second record is lifted again.
+    """
     handles = dict(zip(batch.dids, batch.handles, strict=True))
     rest = [i for i, did in enumerate(batch.dids) if did not in done and did not in failed]
+    kind = KIND_OF_OP[batch.op]
     with transaction.atomic():
         if keep_rest and rest:
             changed = Batch.objects.filter(pk=batch.pk, state=Batch.State.QUEUED).update(
@@ -165,44 +173,46 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False):
             )
         else:
             changed = Batch.objects.filter(pk=batch.pk).delete()[0]
-            rest = []
-        if not changed:
-            return  # another delivery saved it first
-        campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until").first() or {}
         inserted = set()
         if done:
+            campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until").first()
             with connection.cursor() as cursor:
                 cursor.execute(
                     _INSERT_SQL,
                     {
                         "owner": batch.owner_id,
                         "campaign": batch.campaign_id,
-                        "kind": KIND_OF_OP[batch.op],
+                        "kind": kind,
                         "dids": list(done),
                         "handles": [handles[did] for did in done],
                         "rkeys": list(done.values()),
-                        "until": campaign.get("until"),
+                        "until": (campaign or {}).get("until"),
                         "now": timezone.now(),
                     },
                 )
                 inserted = {row[0] for row in cursor.fetchall()}
-        # Held meanwhile through another campaign: this record is a second one; lift it.
-        doubles = [done[did] for did in done if did not in inserted and done[did]]
-        changes = {
-            "acted": F("acted") + len(inserted),
-            "skipped": F("skipped") + skipped + len(done) - len(inserted),
-            "failed": F("failed") + len(failed),
-        }
-        if gave_up:
-            changes["error"] = GAVE_UP.format(count=len(failed))
-        Campaign.objects.filter(pk=batch.campaign_id).update(**changes)
+        conflicted = [did for did in done if did not in inserted]
+        held_keys = dict(
+            ActionRecord.objects.filter(
+                owner_id=batch.owner_id, kind=kind, subject_did__in=conflicted
+            ).values_list("subject_did", "rkey")
+        )
+        doubles = [did for did in conflicted if done[did] and held_keys.get(did) != done[did]]
+        changes = {"acted": F("acted") + len(inserted)}
+        if changed:
+            changes["skipped"] = F("skipped") + skipped + len(doubles)
+            changes["failed"] = F("failed") + len(failed)
+            if gave_up:
+                changes["error"] = GAVE_UP.format(count=len(failed))
+        if inserted or changed:
+            Campaign.objects.filter(pk=batch.campaign_id).update(**changes)
         if doubles:
             Batch.objects.create(
                 owner_id=batch.owner_id,
                 op=Op.UNBLOCK,
-                dids=[did for did in done if did not in inserted],
-                handles=["" for _ in doubles],
-                rkeys=doubles,
+                dids=doubles,
+                handles=[handles[did] for did in doubles],
+                rkeys=[done[did] for did in doubles],
                 not_before=timezone.now(),
             )
     finish_if_complete(batch.campaign_id)

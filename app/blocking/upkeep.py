@@ -114,14 +114,21 @@ def release_expired(self):
             for account in lifting:
                 if len(due) >= limit:
                     break
+                # "Unblock everybody" lifts what was held when the person asked (later
+                # campaigns' blocks stay); unlinking lifts everything.
+                held = ActionRecord.objects.filter(owner_id=account.user_id)
+                if not account.unlink_requested_at:
+                    held = held.filter(created_at__lte=account.lift_all_requested_at)
                 rows = list(
-                    ActionRecord.objects.select_for_update(skip_locked=True)
-                    .filter(owner_id=account.user_id)
+                    held.select_for_update(skip_locked=True)
                     .exclude(pk__in=[row[0] for row in due])
                     .values_list(*fields)[: limit - len(due)]
                 )
                 due.extend(rows)
-                if not rows and not Batch.objects.filter(owner_id=account.user_id).exists():
+                undoing = Batch.objects.filter(
+                    owner_id=account.user_id, op__in=[Batch.Op.UNBLOCK, Batch.Op.UNMUTE]
+                )
+                if not rows and not undoing.exists():
                     _lifted(account)
             lift(due)
         return len(due)

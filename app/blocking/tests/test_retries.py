@@ -12,7 +12,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from blocking import batches, buckets, pacing, upkeep
-from blocking.models import Batch, Campaign, KillSwitch, LinkedAccount
+from blocking.models import ActionRecord, Batch, Campaign, KillSwitch, LinkedAccount
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +181,28 @@ def test_the_stranded_sweep_is_ordered_marks_what_it_requeued_and_skips_disabled
     assert (a.state, a.requeued) == ("ready", 1)
     assert (b.state, b.requeued) == ("queued", 0)
     assert not Batch.objects.filter(pk=gone.pk).exists()
+
+
+def test_blocks_made_while_their_campaign_was_cancelled_are_still_recorded_once(person):
+    user = person()
+    dids = ("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb")
+    campaign, batch = campaign_with_batch(user, dids=dids)
+    made = dict(zip(dids, batch.rkeys, strict=True))
+    Batch.objects.filter(pk=batch.pk).delete()  # the campaign was cancelled mid-call
+    batches._save(batch, dict(made), [])
+    batches._save(batch, dict(made), [])  # a second delivery of the same batch
+    assert ActionRecord.objects.filter(owner=user).count() == 2
+    campaign.refresh_from_db()
+    assert campaign.acted == 2
+    assert not Batch.objects.filter(owner=user).exists()  # nothing taken for a double
+
+
+def test_a_block_held_meanwhile_through_another_campaign_is_lifted_again(person):
+    user = person()
+    did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+    _, batch = campaign_with_batch(user, dids=(did,))
+    ActionRecord.objects.create(owner=user, kind="block", subject_did=did, rkey="3kother222222")
+    batches._save(batch, {did: batch.rkeys[0]}, [])
+    undo = Batch.objects.get(owner=user, op="unblock")
+    assert undo.rkeys == [batch.rkeys[0]]
+    assert ActionRecord.objects.get(owner=user).rkey == "3kother222222"
