@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Op = Batch.Op
 KIND_OF_OP = {Op.BLOCK: Action.BLOCK, Op.MUTE: Action.MUTE}
 GAVE_UP = "Bluesky kept failing for some accounts ({count:,}); they were not blocked."
+REFUSED = "Bluesky refused to block some accounts (counted as failed): {error}"
 
 
 class BatchTask(GuardedTask):
@@ -108,7 +109,7 @@ def act_on_batch(self, batch_id):
     todo = [
         (did, rkey) for did, rkey in zip(batch.dids, batch.rkeys, strict=True) if did not in owned
     ]
-    done, failed = {}, []
+    done, failed, reason = {}, [], ""
     try:
         with client_for(account, interactive=batch.interactive) as client:
             if batch.op == Op.BLOCK:
@@ -120,8 +121,9 @@ def act_on_batch(self, batch_id):
                     for did, rkey in todo:
                         try:
                             done.update(client.block_many([did], [rkey]))
-                        except (BadRequest, NotFound):
+                        except (BadRequest, NotFound) as refused:
                             failed.append(did)
+                            reason = REFUSED.format(error=str(refused)[:200])
                 pacing.remember_write_budget(account, client.rate_limit)
             else:
                 for did, _ in todo:
@@ -136,7 +138,7 @@ def act_on_batch(self, batch_id):
             batch = _claimed(batch_id) or batch
         _waited(batch, account, error)
         return
-    _save(batch, done, failed, skipped=len(owned))
+    _save(batch, done, failed, skipped=len(owned), reason=reason)
     pacing.dispatch(batch.owner_id)
 
 
@@ -150,7 +152,7 @@ RETURNING subject_did
 """
 
 
-def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False):
+def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason=""):
     """One transaction: the batch row gone (or shrunk to what is left), a record per block
     made, the campaign's counters moved.
 
@@ -204,6 +206,8 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False):
             changes["failed"] = F("failed") + len(failed)
             if gave_up:
                 changes["error"] = GAVE_UP.format(count=len(failed))
+            elif reason:
+                changes["error"] = reason
         if inserted or changed:
             Campaign.objects.filter(pk=batch.campaign_id).update(**changes)
         if doubles:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from bluesky.errors import AccountSuspended, RateLimited, ServerError
+from bluesky.tids import next_tids
 from django.db import OperationalError
 from django.utils import timezone
 
@@ -206,3 +207,16 @@ def test_a_block_held_meanwhile_through_another_campaign_is_lifted_again(person)
     undo = Batch.objects.get(owner=user, op="unblock")
     assert undo.rkeys == [batch.rkeys[0]]
     assert ActionRecord.objects.get(owner=user).rkey == "3kother222222"
+
+
+def test_an_invalid_record_fails_alone_and_says_why(person, fakesky):
+    user = person()
+    good = fakesky.did("f1.crowd-3.fake.test")
+    campaign, batch = campaign_with_batch(user, dids=(good, "not-a-did"))
+    Batch.objects.filter(pk=batch.pk).update(rkeys=next_tids(2))
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    campaign.refresh_from_db()
+    assert (campaign.acted, campaign.failed) == (1, 1)
+    assert campaign.error.startswith("Bluesky refused to block some accounts")
+    assert fakesky.state(user.handle)["block_count"] == 1
+    assert not Batch.objects.filter(pk=batch.pk).exists()  # not retried
