@@ -226,12 +226,13 @@ def _at(moment, now):
 
 def _summary(campaign):
     verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
+    doing = {"block": "blocking", "mute": "muting"}[campaign.action]
     if campaign.status == Campaign.Status.DONE:
         return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
     if campaign.status == Campaign.Status.FAILED:
-        return f"Stopped after {verb.lower()} {campaign.acted:,} accounts."
+        return f"Stopped after {doing} {campaign.acted:,} accounts."
     if campaign.status == Campaign.Status.CANCELLED:
-        return f"Cancelled after {verb.lower()} {campaign.acted:,} accounts."
+        return f"Cancelled after {doing} {campaign.acted:,} accounts."
     return f"{verb} {campaign.acted:,} of about {campaign.expected:,} so far."
 
 
