@@ -1,6 +1,8 @@
 """The workers tier: timeout-wrapped pools, beat, the broker, restricted roles, and a
 campaign run end to end on the host against the fake Bluesky server on its loopback."""
 
+import time
+
 import pytest
 from shoestring_host import (
     blocked_once,
@@ -161,10 +163,13 @@ def test_a_pool_restarted_by_timeout_mid_campaign_loses_and_repeats_nothing(
     before = int(host.check_output("systemctl show -P NRestarts shoestring-worker-bulk.service"))
     count = 1000
     # 200 blocks per 20-second window: the campaign takes about 100 s, and the
-    # bulk pool's 60-second lifetime ends while tasks wait for the rate limit.
+    # bulk pool's 60-second lifetime ends while its work waits for the budget.
+    # Pacing keeps the account under the budget, so the fake need not answer
+    # 429 at all: the proof of waiting is the campaign outliving the lifetime.
+    started = time.monotonic()
     campaign_id = start_campaign(host, count, write_points_per_hour=600, hour_window_s=20)
     assert wait_for_campaign(host, campaign_id, timeout=400) == "done"
+    assert time.monotonic() - started > 60, "the campaign did not wait for its budget"
     restarts = int(host.check_output("systemctl show -P NRestarts shoestring-worker-bulk.service"))
     assert restarts > before, "the bulk pool was not restarted by timeout during the campaign"
-    state = blocked_once(host, count)
-    assert state["rate_limited"] > 0
+    blocked_once(host, count)
