@@ -9,7 +9,7 @@ known, long duration; the signal comes while it is in flight.
 import pytest
 from shoestring_host import (
     blocked_once,
-    broker_url,
+    broker_is_redis,
     fake_call,
     host_time,
     invocation,
@@ -42,7 +42,7 @@ TRIGGERS = {"systemctl restart": trigger_restart, "lifetime expiry": trigger_lif
 
 @pytest.fixture
 def slow_network(host, fake_bluesky):
-    if not broker_url(host).startswith("redis://"):
+    if not broker_is_redis(host):
         pytest.skip("proved once, in the default (Redis) scenario")
     yield
     fake_call(host, "POST", "/_fake/config", {"latency_ms": 0})

@@ -6,7 +6,7 @@ import time
 import pytest
 from shoestring_host import (
     blocked_once,
-    broker_url,
+    broker_is_redis,
     env_file,
     start_campaign,
     unit_props,
@@ -98,7 +98,7 @@ def test_a_pool_role_is_refused_outside_its_rights(host):
 
 
 def test_the_broker_is_private_and_never_evicts(host):
-    if not broker_url(host).startswith("redis://"):
+    if not broker_is_redis(host):
         pytest.skip("the broker is SQS in this scenario")
     assert "NOAUTH" in host.run("redis-cli -h 127.0.0.1 ping").stdout
     # The operator's account; its password is only in the root/redis-only config.
@@ -143,7 +143,7 @@ Environment=WORKER_LIFETIME=60s WORKER_GRACE=30s
 
 @pytest.fixture
 def short_lived_bulk_pool(host):
-    if not broker_url(host).startswith("redis://"):
+    if not broker_is_redis(host):
         pytest.skip("proved once, in the default (Redis) scenario")
     dropin = "/run/systemd/system/shoestring-worker-bulk.service.d"
     host.check_output(
@@ -158,7 +158,7 @@ def short_lived_bulk_pool(host):
 def test_a_pool_restarted_by_timeout_mid_campaign_loses_and_repeats_nothing(
     host, fake_bluesky, short_lived_bulk_pool
 ):
-    if not broker_url(host).startswith("redis://"):
+    if not broker_is_redis(host):
         pytest.skip("proved once, in the default (Redis) scenario")
     before = int(host.check_output("systemctl show -P NRestarts shoestring-worker-bulk.service"))
     count = 1000
