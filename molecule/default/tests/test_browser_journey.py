@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from shoestring_host import manage_shell
 
 REPO = Path(__file__).resolve().parents[3]
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
@@ -107,7 +108,15 @@ def demo_network(host):
         "write_points_per_day": int(env["BLUESKY_WRITE_POINTS_PER_DAY"]),
     }
     fake("/_fake/config", budget)
-    return handle
+    yield handle
+    # Leave the host as the journey found it: its people go, and with them the thousands
+    # of unblocks "Unblock everybody" left waiting, which would hold the bulk pool for the
+    # tests that follow.
+    manage_shell(
+        host,
+        "from django.contrib.auth import get_user_model;"
+        " print(get_user_model().objects.filter(username__startswith='journey').delete())",
+    )
 
 
 def app_env(host):
