@@ -1,8 +1,10 @@
 # Shoestring: the two commands an operator needs, and the pieces they are made of.
 #   make demo   build a local t3.small-shaped container and provision it with site.yml
-#   make test   lint, pytest, molecule test and the benchmark's smoke; what CI runs
-#   make bench  the appliance against the seed's naive stack (docs/benchmarks.md)
-#   make faults the fault suite on the tuned bench host
+#               (NETWORK=fake, the default: the demo network, works offline;
+#                NETWORK=bluesky: the real network, needs internet and a Bluesky account)
+#   make test   lint, pytest and molecule test; what CI runs
+#   make bench  the appliance against the seed's naive stack, on demand (docs/benchmarks.md)
+#   make faults the fault suite on the tuned bench host, on demand
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := $(CURDIR)/.venv
@@ -12,25 +14,33 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 HTTPS_PORT ?= 8443
 SCENARIOS ?= default sqs
+NETWORK ?= fake
+BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
+MOLECULE_HOST ?= $(or $(SHOESTRING_MOLECULE_PREFIX),shoestring-molecule)-default
 # make bench: minutes of load per host, people with campaigns, gp2 baseline IOPS.
 BENCH_MINUTES ?= 10
 BENCH_PEOPLE ?= 50
 BENCH_IOPS ?= 100
 export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
-BENCH_HOSTS := shoestring-bench-tuned shoestring-bench-naive
+BENCH_HOSTS := $(addprefix $(or $(SHOESTRING_BENCH_PREFIX),shoestring)-bench-,tuned naive)
 
-.PHONY: demo demo-down test lint pytest molecule bench bench-calibrate bench-smoke faults deps system-packages docker venv image
+.PHONY: demo demo-down test lint pytest molecule journey bench bench-calibrate bench-smoke faults deps system-packages docker venv browser-deps image
 
 demo: deps image
-	inventory/local/container.sh up
-	ansible-playbook -i inventory/local site.yml
+	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
+	SHOESTRING_HTTPS_PORT=$(HTTPS_PORT) inventory/local/container.sh up
+	ansible-playbook -i inventory/local site.yml \
+	  -e '{"shoestring_demo_network": $(if $(filter fake,$(NETWORK)),true,false)}'
 	@curl -sfk -o /dev/null https://127.0.0.1:$(HTTPS_PORT)/healthz \
 	  && echo "Shoestring answers at https://127.0.0.1:$(HTTPS_PORT)/ (self-signed certificate)"
+	@if [ "$(NETWORK)" = fake ]; then \
+	  echo "Demo network: a fake Bluesky inside the container; sign up, link the demo account the banner names, block @crowd-3000.fake.test"; \
+	else echo "Real network: sign up, then link your Bluesky handle and an app password"; fi
 
 demo-down:
 	inventory/local/container.sh down
 
-test: deps lint pytest molecule bench-smoke
+test: deps lint pytest molecule
 
 lint: deps
 	yamllint --strict .
@@ -58,17 +68,25 @@ bench-calibrate: deps image
 faults: deps image
 	python -m bench.faults
 
-# make test's share: 60 s of both hosts under a small load, then the quick faults on the
-# tuned host; checks that everything was measured, never what the figures are.
+# A short run (1 min of each host, a small load), then the quick faults on the tuned
+# host; checks that everything was measured, never what the figures are. On demand.
 bench-smoke: deps image
 	trap 'bench/hosts.sh down $(BENCH_HOSTS)' EXIT; \
 	BENCH_KEEP=1 python -m bench.run --smoke --hosts naive,tuned; \
 	BENCH_REUSE=1 BENCH_KEEP=1 python -m bench.faults --quick
 
-deps: system-packages docker venv
+# The browser journey alone, against a converged host that is still up: the
+# Molecule one (molecule converge -s default first) or the demo
+# (make journey MOLECULE_HOST=shoestring-local). Screenshots: screenshots/journey/.
+journey: deps
+	pytest -s -p no:cacheprovider --hosts=docker://$(MOLECULE_HOST) \
+	  molecule/default/tests/test_browser_journey.py
+
+deps: system-packages docker venv browser-deps
 
 system-packages:
-	@missing=""; for pkg in docker.io debootstrap postgresql-15 postgresql-common redis-server openssl curl; do \
+	@missing=""; for pkg in docker.io debootstrap postgresql-15 postgresql-common redis-server openssl curl \
+	    chromium chromium-driver; do \
 	  dpkg-query -W -f='$${Status}\n' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -76,6 +94,8 @@ system-packages:
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@command -v npm >/dev/null || { echo "installing: npm"; apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 
 docker: system-packages
 	@if ! docker info >/dev/null 2>&1; then \
@@ -92,6 +112,12 @@ $(VENV)/.installed: requirements-dev.txt app/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# axe-core for the browser journey, pinned by tests/browser/package-lock.json.
+browser-deps: $(BROWSER_DEPS)
+
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json | system-packages
+	npm ci --prefix tests/browser --no-audit --no-fund --ignore-scripts --loglevel=error
 
 image: docker
 	molecule/image/build.sh

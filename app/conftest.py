@@ -50,30 +50,49 @@ def wait_until(predicate, timeout, interval=0.25, message="condition"):
 
 
 class FakeSky:
-    """Talks to the fake server's test-only endpoints over HTTP, as any client would."""
+    """Talks to the fake server's test-only endpoints (/_fake/) over HTTP, as any client would."""
 
     def __init__(self, url):
         self.url = url
         self.http = httpx.Client(base_url=url, timeout=10)
 
+    def _post(self, hook, body):
+        response = self.http.post(f"/_fake/{hook}", json=body)
+        response.raise_for_status()
+        return response.json()
+
     def account(self, handle, password, follows=()):
-        return self.http.post(
-            "/_fake/accounts",
-            json={"handle": handle, "password": password, "follows": list(follows)},
-        ).json()
+        return self._post(
+            "accounts", {"handle": handle, "password": password, "follows": list(follows)}
+        )
+
+    def target(self, handle, followers):
+        return self._post("targets", {"handle": handle, "followers": followers})
 
     def revoke(self, handle):
-        self.http.post("/_fake/revoke", json={"handle": handle}).raise_for_status()
+        self._post("revoke", {"handle": handle})
+
+    def set_status(self, handle, status):
+        self._post("status", {"handle": handle, "status": status})
+
+    def faults(self, **faults):
+        return self._post("faults", faults)
 
     def configure(self, **settings):
-        response = self.http.post("/_fake/config", json=settings)
+        return self._post("config", settings)
+
+    def state(self, handle=None):
+        response = self.http.get("/_fake/state", params={"handle": handle} if handle else None)
         response.raise_for_status()
         return response.json()
 
-    def state(self, handle):
-        response = self.http.get("/_fake/state", params={"handle": handle})
+    def did(self, handle):
+        """The DID a handle resolves to, through the real com.atproto.identity.resolveHandle."""
+        response = self.http.get(
+            "/xrpc/com.atproto.identity.resolveHandle", params={"handle": handle}
+        )
         response.raise_for_status()
-        return response.json()
+        return response.json()["did"]
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +160,8 @@ WORKER_SETTINGS = {
     "SHOESTRING_RETRY_BASE_S": "1",
     "SHOESTRING_MAX_COUNTDOWN_S": "5",
     "SHOESTRING_KILL_SWITCH_RETRY_S": "1",
+    # A stalled call fails after 5 s, so the fault tests need not wait Bluesky's 20.
+    "BLUESKY_TIMEOUT_S": "5",
 }
 
 

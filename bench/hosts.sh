@@ -10,7 +10,7 @@
 #   bench/hosts.sh down NAME...                  remove containers, unmount, detach
 #   bench/hosts.sh devices NAME                  "MOUNTPOINT DEVICE" lines, e.g. "/var loop3"
 #
-# Names are container names (shoestring-bench-*). Images and mounts live in
+# Names are container names (<prefix>-bench-*, shoestring-bench-* by default). Images and mounts live in
 # BENCH_STATE_DIR (default /var/tmp/shoestring-bench). Ports: https on an
 # ephemeral 127.0.0.1 port only (`docker port NAME 443`).
 set -Eeuo pipefail
@@ -28,8 +28,8 @@ usage() {
 }
 
 check_name() {
-  [[ "$1" =~ ^shoestring-bench-[a-z0-9-]+$ ]] || {
-    echo "bench host names must look like shoestring-bench-<name>, got '$1'" >&2
+  [[ "$1" =~ ^[a-z0-9][a-z0-9-]*-bench-[a-z0-9-]+$ ]] || {
+    echo "bench host names must look like <prefix>-bench-<name>, got '$1'" >&2
     exit 2
   }
 }

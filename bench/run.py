@@ -30,7 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 HOSTS_SH = REPO / "bench" / "hosts.sh"
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
-HOSTS = {"tuned": "shoestring-bench-tuned", "naive": "shoestring-bench-naive"}
+# Container names: <prefix>-bench-<role>, so checkouts sharing a machine do not collide.
+# The inventory host stays shoestring-bench-<role> (its host_vars); ansible_host is the name.
+PREFIX = os.environ.get("SHOESTRING_BENCH_PREFIX") or "shoestring"
+HOSTS = {role: f"{PREFIX}-bench-{role}" for role in ("tuned", "naive")}
 AGENT_HOME = "/opt/shoestring-bench"
 # Bluesky's hourly budget per account: 5,000 write points, 3 a block.
 BLOCKS_PER_ACCOUNT_HOUR = 5000 / 3
@@ -103,7 +106,10 @@ def provision(names, out_dir):
         log_file = open(out_dir / f"provision-{role}.log", "w")  # noqa: SIM115
         processes[name] = (
             subprocess.Popen(
-                ["ansible-playbook", "-i", f"inventory/bench/{role}.yml", "site.yml"],
+                [
+                    "ansible-playbook", "-i", f"inventory/bench/{role}.yml",
+                    "-e", f"ansible_host={name}", "site.yml",
+                ],  # fmt: skip
                 cwd=REPO,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

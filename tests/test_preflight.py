@@ -67,6 +67,30 @@ BAD_SETTINGS = [
         id="domain-without-acme-email",
     ),
     pytest.param(
+        {
+            "shoestring_demo_network": True,
+            "fakesky_enabled": False,
+            "nginx_domain": "shoestring.example.org",
+            "nginx_acme_email": "ops@example.org",
+        },
+        ["the demo network", "must never run on a production host"],
+        id="demo-network-on-a-production-host",
+    ),
+    pytest.param(
+        {
+            "fakesky_enabled": True,
+            "nginx_domain": "shoestring.example.org",
+            "nginx_acme_email": "ops@example.org",
+        },
+        ["installs a fake Bluesky", "a production host"],
+        id="fake-network-on-a-production-host",
+    ),
+    pytest.param(
+        {"nginx_extra_names": ["https://shoestring.example.org:443"]},
+        ["nginx_extra_names a list of lower-case host names"],
+        id="extra-name-with-a-scheme",
+    ),
+    pytest.param(
         {"postgresql_fsync": False},
         ["postgresql_fsync and postgresql_full_page_writes must stay true", "corrupt"],
         id="fsync-off",
@@ -83,7 +107,7 @@ BAD_SETTINGS = [
     ),
     pytest.param(
         {"workers_lifetime": "forever"},
-        ["workers_lifetime and", "got forever"],
+        ["workers_lifetime,", "got forever"],
         id="worker-lifetime-not-a-duration",
     ),
     pytest.param(
@@ -100,6 +124,26 @@ BAD_SETTINGS = [
         {"redis_appendfsync": "sometimes"},
         ["redis_appendfsync", "sometimes", "one of"],
         id="broker-fsync-not-a-choice",
+    ),
+    pytest.param(
+        {"release_keep": 1},
+        ["release_keep must be at least 2", "got 1"],
+        id="no-release-to-roll-back-to",
+    ),
+    pytest.param(
+        {
+            "workers_pools": [
+                {
+                    "name": "bulk",
+                    "queues": ["bulk"],
+                    "concurrency": 2,
+                    "network": True,
+                    "grace": "soon",
+                }
+            ]
+        },
+        ["each pool's lifetime and grace", "bulk:"],
+        id="pool-grace-not-a-duration",
     ),
     pytest.param(
         {"redis_bind": ["10.0.0.5"]},

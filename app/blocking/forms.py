@@ -2,6 +2,7 @@ from bluesky.client import normalize_handle
 from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
 
 from .models import Action, Scope
 
@@ -15,13 +16,42 @@ DURATION_CHOICES = [
 ]
 
 
+class SignupForm(UserCreationForm):
+    """Django's sign-up form, with errors that say what to do next."""
+
+    error_messages = {
+        **UserCreationForm.error_messages,
+        "password_mismatch": "The two passwords differ. Type the same password in both boxes.",
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].help_text = (
+            "Up to 150 letters, digits and @ . + - _ ; you sign in with it. It need not be"
+            " your Bluesky handle."
+        )
+        self.fields["username"].error_messages["unique"] = (
+            "That username is taken. Choose another, or sign in if it is yours."
+        )
+        self.fields["password1"].help_text = (
+            "At least 8 characters, not only digits, not a common password and not like"
+            " your username."
+        )
+        # Browsers fill the right password here instead of offering to generate one.
+        self.fields["password1"].widget.attrs["autocomplete"] = "new-password"
+
+
 class LinkAccountForm(forms.Form):
     handle = forms.CharField(
-        max_length=253, help_text="Your Bluesky handle, e.g. alice.bsky.social"
+        max_length=253,
+        label="Bluesky handle",
+        help_text="Your Bluesky handle, e.g. alice.bsky.social",
+        widget=forms.TextInput(attrs={"autocomplete": "username", "autocapitalize": "none"}),
     )
     app_password = forms.CharField(
-        widget=forms.PasswordInput,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
         max_length=100,
+        label="App password",
         help_text="An app password from Bluesky's Settings → Privacy and security → App passwords. "
         "Never your main password.",
     )
@@ -32,9 +62,12 @@ class LinkAccountForm(forms.Form):
 
 class CampaignForm(forms.Form):
     target = forms.CharField(
-        max_length=253, label="Account", help_text="Handle, e.g. loud.bsky.social"
+        max_length=253,
+        label="Account",
+        help_text="Their handle, e.g. loud.bsky.social (with or without the @)",
+        widget=forms.TextInput(attrs={"autocapitalize": "none", "spellcheck": "false"}),
     )
-    action = forms.ChoiceField(choices=Action.choices, initial=Action.BLOCK)
+    action = forms.ChoiceField(choices=Action.choices, initial=Action.BLOCK, label="Do")
     scope = forms.ChoiceField(choices=Scope.choices, initial=Scope.BOTH, label="Who")
     duration = forms.ChoiceField(choices=DURATION_CHOICES, initial="4", label="For")
 
@@ -55,9 +88,15 @@ class CampaignForm(forms.Form):
         try:
             self.profile = self.client.resolve(target)
         except NotFound:
-            raise forms.ValidationError(f"There is no Bluesky account called @{target}.") from None
+            raise forms.ValidationError(
+                f"There is no Bluesky account called @{target}. Check the spelling, or copy the"
+                " handle from their profile page."
+            ) from None
         except BadRequest:
-            raise forms.ValidationError(f"@{target} is not a valid Bluesky handle.") from None
+            raise forms.ValidationError(
+                f"@{target} is not a valid Bluesky handle. A handle looks like"
+                " name.bsky.social: letters, digits and hyphens between dots."
+            ) from None
         except RateLimited:
             raise forms.ValidationError(
                 "Bluesky is rate-limiting your account right now; try again in a few minutes."
@@ -71,7 +110,9 @@ class CampaignForm(forms.Form):
                 "Bluesky did not answer; nothing was started. Try again."
             ) from None
         if self.profile.did == self.account.did:
-            raise forms.ValidationError("That is your own account.")
+            raise forms.ValidationError(
+                "That is your own account. Type the handle of the account you want to block."
+            )
         if data["scope"] != Scope.ACCOUNT and self.profile.followers_count > settings.FOLLOWER_CAP:
             raise forms.ValidationError(
                 f"@{self.profile.handle} has {self.profile.followers_count:,} followers; "

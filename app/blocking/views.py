@@ -1,27 +1,25 @@
 from datetime import timedelta
 
-from bluesky.client import BlueskyClient
 from bluesky.errors import CredentialsRevoked, ProviderError
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import buckets, crypto, tasks
-from .forms import CampaignForm, LinkAccountForm
+from . import blocklist, buckets, crypto, estimate, tasks, upkeep
+from .campaigns import end as end_campaigns
+from .forms import CampaignForm, LinkAccountForm, SignupForm
 from .models import ActionRecord, Campaign, LinkedAccount
-from .network import client_for
+from .network import client_for, new_client
 
 
 def signup(request):
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user)
@@ -36,35 +34,56 @@ def link(request):
     form = LinkAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         handle, password = form.cleaned_data["handle"], form.cleaned_data["app_password"]
-        client = BlueskyClient(
-            settings.BLUESKY_SERVICE_URL, handle, password, timeout=settings.BLUESKY_TIMEOUT_S
-        )
         try:
-            with client:
+            with new_client(handle, password) as client:
                 session = client.login()
-        except CredentialsRevoked:
-            form.add_error(None, "Bluesky refused that handle and app password.")
+        except CredentialsRevoked as error:
+            form.add_error(None, error.link_message)
         except ProviderError:
-            form.add_error(None, "Bluesky did not answer; nothing was saved. Try again.")
+            form.add_error(
+                None,
+                "Bluesky did not answer, so nothing was saved. Wait a minute and press Link again.",
+            )
         else:
             account = account or LinkedAccount(user=request.user)
             account.handle, account.did = session.handle or handle, session.did
-            account.service_url = settings.BLUESKY_SERVICE_URL
+            account.service_url = session.pds_url
             account.app_password = password
             account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
             account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
             account.api_enabled, account.disabled_reason = True, ""
+            account.unlink_requested_at = None
             account.save()
             messages.success(request, f"Linked @{account.handle}.")
             return redirect("campaign_new")
-    return render(request, "blocking/link.html", {"form": form, "account": account})
+    held = ActionRecord.objects.filter(owner=request.user).count() if account else 0
+    return render(request, "blocking/link.html", {"form": form, "account": account, "held": held})
 
 
 @login_required
 @require_POST
 def unlink(request):
-    LinkedAccount.objects.filter(user=request.user).delete()
-    messages.success(request, "Unlinked: your app password and session tokens are deleted.")
+    """Running campaigns stop (unspent tokens come back). With lift=yes the blocks and
+    mutes held here are lifted first and the account is unlinked after; otherwise it is
+    unlinked now and the page says how many stay in place."""
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    if account is None:
+        return redirect("link")
+    end_campaigns(Campaign.objects.filter(user=request.user), Campaign.Status.CANCELLED)
+    held = ActionRecord.objects.filter(owner=request.user).count()
+    if held and request.POST.get("lift") == "yes" and account.api_enabled:
+        LinkedAccount.objects.filter(pk=account.pk).update(
+            lift_all_requested_at=timezone.now(), unlink_requested_at=timezone.now()
+        )
+        messages.success(
+            request,
+            f"Lifting your {held:,} blocks and mutes a batch at a time; your app password and"
+            " session tokens are deleted as soon as they are all lifted.",
+        )
+        return redirect("link")
+    account.delete()
+    stay = f" The {held:,} blocks and mutes made here stay in place on Bluesky." if held else ""
+    messages.success(request, f"Unlinked: your app password and session tokens are deleted.{stay}")
     return redirect("link")
 
 
@@ -90,13 +109,19 @@ def campaign_new(request):
         balance = buckets.balance(request.user)
         wait = balance.seconds_until(form.cost)
         if wait is None:
-            when = "more than your bucket holds; ask the operator for a larger capacity"
+            when = (
+                f"that is more than your bucket can hold ({balance.capacity:,}). Ask the"
+                " operator for a larger capacity, or choose “The account” to block just them."
+            )
         else:
             refilled = timezone.now() + timedelta(seconds=wait)
-            when = f"enough will have refilled by {refilled:%Y-%m-%d %H:%M} UTC"
+            when = (
+                f"enough will have refilled by {refilled:%Y-%m-%d %H:%M} UTC. Start it then, or"
+                " choose “The account” to block just them now."
+            )
         form.add_error(
             None,
-            f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}.",
+            f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}",
         )
     return render(request, "blocking/campaign_new.html", {"form": form, "balance": balance})
 
@@ -121,6 +146,8 @@ def _start(user, form):
             until=timezone.now() + timedelta(weeks=weeks) if weeks else None,
             expected=form.cost,
             tokens_debited=form.cost,
+            # Due once start_campaign's lease is over: if its message is lost, beat starts it.
+            next_page_at=timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S),
         )
         transaction.on_commit(lambda: tasks.start_campaign.delay(campaign.pk))
     return campaign
@@ -138,6 +165,20 @@ def campaign(request, pk):
 
 
 @login_required
+@require_POST
+def campaign_cancel(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    if end_campaigns(Campaign.objects.filter(pk=campaign.pk), Campaign.Status.CANCELLED):
+        campaign.refresh_from_db()
+        messages.success(
+            request,
+            f"Cancelled. {campaign.acted:,} accounts blocked so far stay blocked until their"
+            f" time is up; {campaign.tokens_refunded:,} unspent tokens are back in your bucket.",
+        )
+    return redirect("campaign", pk=campaign.pk)
+
+
+@login_required
 @require_GET
 def campaign_progress(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
@@ -146,7 +187,17 @@ def campaign_progress(request, pk):
 
 
 def _progress(campaign, account):
-    waiting = account.rate_limited_until if account and account.is_rate_limited() else None
+    """What the campaign page shows, as text a person reads; the page's script polls it."""
+    now = timezone.now()
+    waiting = account.budget_wait_until(now) if account else None
+    next_page = (
+        campaign.next_page_at
+        if campaign.status == Campaign.Status.RUNNING
+        and campaign.next_page_at
+        and not campaign.pages_done
+        else None
+    )
+    left = estimate.for_campaign(campaign, account, now=now)
     return {
         "status": campaign.status,
         "status_label": campaign.get_status_display(),
@@ -156,12 +207,33 @@ def _progress(campaign, account):
         "acted": campaign.acted,
         "skipped": campaign.skipped,
         "failed": campaign.failed,
+        "summary": _summary(campaign),
+        "estimate": left.text if left else "",
         "waiting_until": waiting.isoformat() if waiting else None,
-        "next_page_at": campaign.next_page_at.isoformat()
-        if campaign.next_page_at and not campaign.pages_done
-        else None,
+        "waiting_text": _at(waiting, now) if waiting else "",
+        "next_page_at": next_page.isoformat() if next_page else None,
+        "next_page_text": _at(next_page, now) if next_page else "",
         "error": campaign.error,
     }
+
+
+def _at(moment, now):
+    """'14:05 UTC (in 8 min)': a time a person can act on, with how far off it is."""
+    seconds = (moment - now).total_seconds()
+    when = "now" if seconds < 60 else f"in {estimate.duration_text(seconds)}"
+    return f"{moment:%H:%M} UTC ({when})"
+
+
+def _summary(campaign):
+    verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
+    doing = {"block": "blocking", "mute": "muting"}[campaign.action]
+    if campaign.status == Campaign.Status.DONE:
+        return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
+    if campaign.status == Campaign.Status.FAILED:
+        return f"Stopped after {doing} {campaign.acted:,} accounts."
+    if campaign.status == Campaign.Status.CANCELLED:
+        return f"Cancelled after {doing} {campaign.acted:,} accounts."
+    return f"{verb} {campaign.acted:,} of about {campaign.expected:,} so far."
 
 
 @login_required
@@ -172,38 +244,41 @@ def campaigns(request):
 
 @login_required
 def blocks(request):
-    query = request.GET.get("q", "").strip().lstrip("@")
-    rows = ActionRecord.objects.filter(owner=request.user).exclude(
-        state=ActionRecord.State.RELEASING
+    page = blocklist.page_for(
+        request.user,
+        query=request.GET.get("q", ""),
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
     )
-    if query:
-        rows = rows.filter(subject_handle__icontains=query)
-    page = Paginator(rows.order_by("subject_handle", "pk"), 100).get_page(request.GET.get("page"))
-    return render(request, "blocking/blocks.html", {"page": page, "q": query})
+    return render(request, "blocking/blocks.html", {"page": page, "q": page.query})
 
 
 @login_required
 @require_POST
 def undo_one(request, pk):
     row = get_object_or_404(ActionRecord, pk=pk, owner=request.user)
-    if row.state == ActionRecord.State.DONE:
-        ActionRecord.objects.filter(pk=row.pk).update(
-            state=ActionRecord.State.RELEASING, attempted_at=timezone.now()
+    with transaction.atomic():
+        # The record row goes now; an interactive batch keeps what the undo needs.
+        upkeep.lift(
+            [(row.pk, row.owner_id, row.kind, row.subject_did, row.subject_handle, row.rkey)],
+            interactive=True,
         )
-        transaction.on_commit(lambda: tasks.undo_one.delay(row.owner_id, row.kind, row.pk))
-        messages.success(
-            request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}."
-        )
+    messages.success(
+        request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}."
+    )
     return redirect("blocks")
 
 
 @login_required
 @require_POST
 def undo_all(request):
-    # Expiry is data: mark everything due now, and the expiry task undoes it in
-    # bounded batches, spread over time rather than in one burst.
-    count = ActionRecord.objects.filter(owner=request.user, state=ActionRecord.State.DONE).update(
-        until=timezone.now()
+    # Lifting is data: the expiry task lifts them in bounded batches, spread over time
+    # rather than in one burst, as the person's write budget allows.
+    count = ActionRecord.objects.filter(owner=request.user).count()
+    LinkedAccount.objects.filter(user=request.user).update(lift_all_requested_at=timezone.now())
+    messages.success(
+        request,
+        f"Undoing {count:,} blocks and mutes, a batch at a time; they leave this list as"
+        " Bluesky confirms each one.",
     )
-    messages.success(request, f"Undoing {count:,} blocks and mutes, a batch at a time.")
     return redirect("blocks")

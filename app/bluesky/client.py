@@ -2,15 +2,35 @@
 
 Kept deliberately small: the full atproto SDK costs ~60 MB RSS per process,
 which a 2 GiB host cannot pay for every worker.
+
+Sessions work as with the reference PDS (bluesky-social/atproto, docs/fakesky.md): sign in
+once (createSession), keep the tokens, and talk to the account's own PDS, which the
+session's DID document names (#atproto_pds). That address comes from the person's DID
+document, so the client sends tokens and passwords only to public https servers
+(allow_loopback_pds lets a test or demo network on this machine's loopback through).
 """
 
+import ipaddress
 import logging
+import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
+from .errors import (
+    AccountSuspended,
+    BadRequest,
+    CredentialsRevoked,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    RkeyTaken,
+    ServerError,
+    UnsafePds,
+)
 from .provider import FollowerPage, Profile, Session
 
 log = logging.getLogger(__name__)
@@ -18,7 +38,19 @@ log = logging.getLogger(__name__)
 BLOCK_COLLECTION = "app.bsky.graph.block"
 MAX_WRITES_PER_CALL = 200
 MAX_PROFILES_PER_CALL = 25
+CREATE_SESSION = "com.atproto.server.createSession"
+REFRESH_SESSION = "com.atproto.server.refreshSession"
+APPLY_WRITES = "com.atproto.repo.applyWrites"
+DELETE_RECORD = "com.atproto.repo.deleteRecord"
+WRITES = {APPLY_WRITES, "com.atproto.repo.createRecord", DELETE_RECORD}
+# Bluesky's per-address budget (the reference PDS's "global-ip" limit) until an answer to a
+# read, which only that budget covers, shows the one in force.
+DEFAULT_ADDRESS_POLICY = "3000;w=300"
 _TOKEN_ERRORS = {"ExpiredToken", "InvalidToken"}
+_ACCOUNT_STATUS_ERRORS = {"AccountTakedown", "AccountDeactivated"}
+# A PDS host checked recently is not resolved again for every task.
+_CHECKED_HOSTS = {}
+_CHECK_TTL_S = 300
 
 
 def normalize_handle(value: str) -> str:
@@ -44,22 +76,88 @@ def _profile(data: dict) -> Profile:
     )
 
 
+def pds_from_did_doc(did_doc) -> str | None:
+    """The #atproto_pds service endpoint of a DID document, or None."""
+    if not isinstance(did_doc, dict):
+        return None
+    did = did_doc.get("id", "")
+    for service in did_doc.get("service") or []:
+        if (
+            isinstance(service, dict)
+            and service.get("id") in ("#atproto_pds", f"{did}#atproto_pds")
+            and service.get("type") == "AtprotoPersonalDataServer"
+            and isinstance(service.get("serviceEndpoint"), str)
+        ):
+            return service["serviceEndpoint"]
+    return None
+
+
+def check_pds_url(url: str, allow_loopback: bool = False) -> str:
+    """The URL, without a trailing slash, if tokens may go there; raises UnsafePds otherwise.
+
+    Only https to public addresses; with allow_loopback, also http or https to loopback.
+    Raises ProviderError when the name does not resolve (worth trying again later).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.scheme not in ("http", "https") or parts.username or parts.password:
+        raise UnsafePds(f"{url}: not an http(s) URL")
+    checked = _CHECKED_HOSTS.get(host)
+    if checked is None or checked[0] < time.monotonic() - _CHECK_TTL_S:
+        checked = (time.monotonic(), _addresses(host))
+        _CHECKED_HOSTS[host] = checked
+    addresses = checked[1]
+    if allow_loopback and all(address.is_loopback for address in addresses):
+        return url.rstrip("/")
+    if parts.scheme != "https":
+        raise UnsafePds(f"{url}: not https")
+    if not all(address.is_global for address in addresses):
+        raise UnsafePds(f"{url}: {host} is a private, loopback or reserved address")
+    return url.rstrip("/")
+
+
+def _addresses(host):
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as error:
+        raise ProviderError(f"cannot resolve {host}: {error}") from error
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
 class RateLimitState:
-    """The last rate-limit headers the network sent (limit, remaining, reset)."""
+    """The rate-limit headers of the last answer; every answer replaces them, so a 429 that
+    names no reset time never reuses an older one."""
 
     def __init__(self):
-        self.limit = None
-        self.remaining = None
-        self.reset_at = None
+        self.limit = self.remaining = self.reset_at = self.policy = None
+        self.address_policy = DEFAULT_ADDRESS_POLICY
 
-    def update(self, headers: httpx.Headers) -> None:
+    def update(self, nsid: str, headers: httpx.Headers) -> None:
+        self.limit = self.remaining = self.reset_at = self.policy = None
+        if "ratelimit-remaining" not in headers:
+            return
         try:
-            if "ratelimit-remaining" in headers:
-                self.limit = int(headers.get("ratelimit-limit", "0"))
-                self.remaining = int(headers["ratelimit-remaining"])
-                self.reset_at = int(headers.get("ratelimit-reset", "0")) or None
+            self.remaining = int(headers["ratelimit-remaining"])
+            self.limit = int(headers.get("ratelimit-limit") or 0) or None
+            self.reset_at = int(headers.get("ratelimit-reset") or 0) or None
         except ValueError:
             log.warning("unparseable rate-limit headers: %s", dict(headers))
+            self.limit = self.remaining = self.reset_at = None
+            return
+        self.policy = headers.get("ratelimit-policy")
+        if self.policy and nsid not in WRITES and nsid != CREATE_SESSION:
+            self.address_policy = self.policy
+
+    def scope(self, nsid: str) -> str:
+        """Whose budget the last 429 spent: "account" or "address" (see RateLimited)."""
+        own_budget = nsid in WRITES or nsid == CREATE_SESSION
+        if own_budget and self.policy and self.policy != self.address_policy:
+            return "account"
+        return "address"
 
 
 class BlueskyClient:
@@ -72,17 +170,21 @@ class BlueskyClient:
         on_session: Callable[[Session], None] | None = None,
         timeout: float = 20.0,
         transport: httpx.BaseTransport | None = None,
+        allow_loopback_pds: bool = False,
+        before_request: Callable[[str], None] | None = None,
     ):
+        self.service_url = service_url.rstrip("/")
         self.identifier = identifier
         self._app_password = app_password
         self.session = session
         self._on_session = on_session
+        self._allow_loopback_pds = allow_loopback_pds
+        # Called with the NSID before every request: where a shared budget is taken.
+        self._before_request = before_request
+        self._pds_checked = None
         self.rate_limit = RateLimitState()
         self._http = httpx.Client(
-            base_url=service_url.rstrip("/") + "/xrpc/",
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": "shoestring/1"},
+            timeout=timeout, transport=transport, headers={"User-Agent": "shoestring/1"}
         )
 
     def close(self):
@@ -95,36 +197,56 @@ class BlueskyClient:
         self.close()
 
     # -- sessions ---------------------------------------------------------
+    @property
+    def pds_url(self) -> str:
+        """Where calls go: the session's PDS, or service_url before a session; checked."""
+        url = (self.session and self.session.pds_url) or self.service_url
+        if url != self._pds_checked:
+            check_pds_url(url, self._allow_loopback_pds)
+            self._pds_checked = url
+        return url.rstrip("/")
+
     def login(self) -> Session:
+        """Sign in with the app password: at the account's PDS once it is known (it serves
+        createSession for its accounts, as the official SDK relies on), else at service_url."""
         response = self._send(
             "POST",
-            "com.atproto.server.createSession",
+            self.pds_url,
+            CREATE_SESSION,
             json={"identifier": self.identifier, "password": self._app_password},
         )
         if response.status_code == 401:
+            self._raise_account_status(response)
             raise CredentialsRevoked(self._error_text(response))
-        self._raise_for(response)
+        self._raise_for(response, CREATE_SESSION)
         return self._store_session(response.json())
 
-    def _refresh(self) -> Session:
+    def _refresh(self) -> str:
+        """Renew the session: "refresh" when the refresh token worked, "login" when it was
+        refused and the app password signed in again (CredentialsRevoked when that fails)."""
         response = self._send(
             "POST",
-            "com.atproto.server.refreshSession",
+            self.pds_url,
+            REFRESH_SESSION,
             headers={"Authorization": f"Bearer {self.session.refresh_jwt}"},
         )
+        self._raise_account_status(response)
         if response.status_code in (400, 401):
-            # The refresh token is gone too: sign in again with the app password,
-            # which raises CredentialsRevoked when that was revoked as well.
-            return self.login()
-        self._raise_for(response)
-        return self._store_session(response.json())
+            self.login()
+            return "login"
+        self._raise_for(response, REFRESH_SESSION)
+        self._store_session(response.json())
+        return "refresh"
 
     def _store_session(self, data: dict) -> Session:
+        pds = pds_from_did_doc(data.get("didDoc"))
+        pds = check_pds_url(pds, self._allow_loopback_pds) if pds else self.service_url
         self.session = Session(
             did=data["did"],
             handle=data.get("handle", ""),
             access_jwt=data["accessJwt"],
             refresh_jwt=data["refreshJwt"],
+            pds_url=pds,
             changed=True,
         )
         if self._on_session:
@@ -132,21 +254,27 @@ class BlueskyClient:
         return self.session
 
     # -- transport --------------------------------------------------------
-    def _send(self, method, nsid, **kwargs) -> httpx.Response:
+    def _send(self, method, base, nsid, **kwargs) -> httpx.Response:
+        if self._before_request:
+            self._before_request(nsid)
         try:
-            response = self._http.request(method, nsid, **kwargs)
+            response = self._http.request(method, f"{base}/xrpc/{nsid}", **kwargs)
         except httpx.HTTPError as error:
             raise ProviderError(f"{nsid}: {error.__class__.__name__}: {error}") from error
-        self.rate_limit.update(response.headers)
+        self.rate_limit.update(nsid, response.headers)
         if response.status_code == 429:
-            raise RateLimited(f"{nsid}: rate limited", reset_at=self.rate_limit.reset_at)
+            raise RateLimited(
+                f"{nsid}: rate limited ({self.rate_limit.policy or 'no policy given'})",
+                reset_at=self.rate_limit.reset_at,
+                scope=self.rate_limit.scope(nsid),
+            )
         return response
 
     @staticmethod
     def _error_code(response) -> str:
         try:
             return response.json().get("error", "")
-        except ValueError:
+        except (ValueError, AttributeError):
             return ""
 
     @staticmethod
@@ -154,40 +282,51 @@ class BlueskyClient:
         try:
             body = response.json()
             return f"{body.get('error', response.status_code)}: {body.get('message', '')}"
-        except ValueError:
+        except (ValueError, AttributeError):
             return f"HTTP {response.status_code}"
+
+    def _raise_account_status(self, response):
+        if response.status_code == 401 and self._error_code(response) in _ACCOUNT_STATUS_ERRORS:
+            raise AccountSuspended(self._error_text(response))
 
     def _raise_for(self, response, nsid=""):
         if response.status_code < 400:
             return
         text = f"{nsid} {self._error_text(response)}".strip()
         if response.status_code >= 500:
-            raise ProviderError(text)
+            raise ServerError(text, response.status_code)
         if response.status_code == 401:
             raise CredentialsRevoked(text)
         if "not found" in text.lower() or self._error_code(response) in (
             "NotFound",
-            "AccountDeactivated",
-            "AccountTakedown",
+            *_ACCOUNT_STATUS_ERRORS,
         ):
             raise NotFound(text)
         raise BadRequest(text)
 
     def _call(self, method, nsid, **kwargs) -> dict:
+        """One authenticated call. A refused token (400 ExpiredToken/InvalidToken, or 401)
+        refreshes the session, then signs in once, before the credentials count as revoked."""
         if self.session is None:
             self.login()
-        for attempt in (1, 2):
+        renewed = set()
+        while True:
             headers = {"Authorization": f"Bearer {self.session.access_jwt}"}
-            response = self._send(method, nsid, headers=headers, **kwargs)
-            expired = response.status_code in (400, 401) and (
-                self._error_code(response) in _TOKEN_ERRORS
+            response = self._send(method, self.pds_url, nsid, headers=headers, **kwargs)
+            self._raise_account_status(response)
+            refused = response.status_code == 401 or (
+                response.status_code == 400 and self._error_code(response) in _TOKEN_ERRORS
             )
-            if expired and attempt == 1:
-                self._refresh()
-                continue
-            self._raise_for(response, nsid)
-            return response.json() if response.content else {}
-        raise CredentialsRevoked(f"{nsid}: the session was refused after a refresh")
+            if not refused:
+                self._raise_for(response, nsid)
+                return response.json() if response.content else {}
+            if "refresh" not in renewed:
+                renewed.update({"refresh", self._refresh()})
+            elif "login" not in renewed:
+                self.login()
+                renewed.add("login")
+            else:
+                raise CredentialsRevoked(f"{nsid}: {self._error_text(response)} after signing in")
 
     # -- the provider interface ------------------------------------------
     def resolve(self, handle_or_did: str) -> Profile:
@@ -212,43 +351,106 @@ class BlueskyClient:
             cursor=data.get("cursor"),
         )
 
-    def block_many(self, dids: list[str]) -> dict[str, str]:
+    def block_many(self, dids: list[str], rkeys: list[str] | None = None) -> dict[str, str]:
+        """Create a block record of each DID; return DID -> record key.
+
+        With rkeys (TIDs made before the first attempt, one per DID), each record gets its
+        key, so writing a batch again after a lost answer cannot make a second block: the PDS
+        refuses a create on an existing key (applyWrites fails whole with a 500), and then
+        each key is looked up on the PDS (getRecord), never on the eventually consistent
+        AppView, and only the missing ones are created.
+        """
         created = {}
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        keys = list(rkeys) if rkeys is not None else [None] * len(dids)
         for start in range(0, len(dids), MAX_WRITES_PER_CALL):
-            chunk = dids[start : start + MAX_WRITES_PER_CALL]
-            writes = [
-                {
-                    "$type": "com.atproto.repo.applyWrites#create",
-                    "collection": BLOCK_COLLECTION,
-                    "value": {"$type": BLOCK_COLLECTION, "subject": did, "createdAt": now},
-                }
-                for did in chunk
-            ]
-            data = self._call(
-                "POST",
-                "com.atproto.repo.applyWrites",
-                json={"repo": self.session_did(), "writes": writes},
-            )
-            for did, result in zip(chunk, data.get("results", []), strict=False):
-                created[did] = rkey_from_uri(result["uri"])
+            chunk = list(zip(dids[start : start + MAX_WRITES_PER_CALL], keys[start:], strict=False))
+            try:
+                created.update(self._create_blocks(chunk, now))
+            except ServerError as error:
+                if error.status != 500 or rkeys is None:
+                    raise
+                missing = []
+                for did, rkey in chunk:
+                    subject = self.block_subject(rkey)
+                    if subject == did:
+                        created[did] = rkey
+                    elif subject is None:
+                        missing.append((did, rkey))
+                    else:
+                        raise RkeyTaken(rkey) from error
+                if len(missing) == len(chunk):
+                    raise  # nothing was there: the PDS failed for another reason
+                log.info(
+                    "block: %d of %d records were written before",
+                    len(chunk) - len(missing),
+                    len(chunk),
+                )
+                if missing:
+                    created.update(self._create_blocks(missing, now))
         return created
 
-    def unblock_many(self, rkeys: list[str]) -> None:
-        for start in range(0, len(rkeys), MAX_WRITES_PER_CALL):
-            writes = [
-                {
-                    "$type": "com.atproto.repo.applyWrites#delete",
-                    "collection": BLOCK_COLLECTION,
-                    "rkey": rkey,
-                }
-                for rkey in rkeys[start : start + MAX_WRITES_PER_CALL]
-            ]
-            self._call(
-                "POST",
-                "com.atproto.repo.applyWrites",
-                json={"repo": self.session_did(), "writes": writes},
+    def _create_blocks(self, chunk, now):
+        writes = []
+        for did, rkey in chunk:
+            write = {
+                "$type": "com.atproto.repo.applyWrites#create",
+                "collection": BLOCK_COLLECTION,
+                "value": {"$type": BLOCK_COLLECTION, "subject": did, "createdAt": now},
+            }
+            if rkey:
+                write["rkey"] = rkey
+            writes.append(write)
+        data = self._call("POST", APPLY_WRITES, json={"repo": self.session_did(), "writes": writes})
+        return {
+            did: rkey_from_uri(result["uri"])
+            for (did, _), result in zip(chunk, data.get("results", []), strict=False)
+        }
+
+    def block_subject(self, rkey: str) -> str | None:
+        """The subject of this account's block record rkey, from the PDS; None if none."""
+        try:
+            data = self._call(
+                "GET",
+                "com.atproto.repo.getRecord",
+                params={"repo": self.session_did(), "collection": BLOCK_COLLECTION, "rkey": rkey},
             )
+        except (NotFound, BadRequest):
+            return None
+        return (data.get("value") or {}).get("subject")
+
+    def unblock_many(self, rkeys: list[str]) -> None:
+        """Delete these block records, also when some are gone already.
+
+        A person may unblock someone by hand in the Bluesky app. applyWrites fails whole when
+        one of its deletes finds no record (the reference PDS answers 500), so then each
+        record is deleted alone: deleteRecord deletes it or makes sure it does not exist.
+        """
+        did = self.session_did()
+        for start in range(0, len(rkeys), MAX_WRITES_PER_CALL):
+            chunk = rkeys[start : start + MAX_WRITES_PER_CALL]
+            if len(chunk) > 1:
+                writes = [
+                    {
+                        "$type": "com.atproto.repo.applyWrites#delete",
+                        "collection": BLOCK_COLLECTION,
+                        "rkey": rkey,
+                    }
+                    for rkey in chunk
+                ]
+                try:
+                    self._call("POST", APPLY_WRITES, json={"repo": did, "writes": writes})
+                    continue
+                except ServerError as error:
+                    if error.status != 500:
+                        raise
+                    log.info("unblock: %s; deleting %d records one by one", error, len(chunk))
+            for rkey in chunk:
+                self._call(
+                    "POST",
+                    DELETE_RECORD,
+                    json={"repo": did, "collection": BLOCK_COLLECTION, "rkey": rkey},
+                )
 
     def mute(self, did: str) -> None:
         self._call("POST", "app.bsky.graph.muteActor", json={"actor": did})

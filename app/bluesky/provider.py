@@ -33,6 +33,8 @@ class Session:
     handle: str
     access_jwt: str
     refresh_jwt: str
+    # The account's own PDS, from the session's DID document (#atproto_pds).
+    pds_url: str | None = None
     changed: bool = field(default=False, compare=False)
 
 

@@ -1,34 +1,94 @@
-"""python -m fakesky --port 8787: run the fake Bluesky server in the foreground."""
+"""python3 -m fakesky: run the fake Bluesky network in the foreground (standard library only).
+
+Examples:
+  python3 -m fakesky --port 8787 --account me.fake.test:app-pass
+  python3 -m fakesky --target troll.fake.test:200000 --accounts 500 --indexing-delay-s 5
+"""
 
 import argparse
-import time
+import contextlib
+import signal
+import sys
+import threading
 
-from .server import Config, serve
+from . import config as settings
+from .server import serve
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+def _pair(text, second=str):
+    first, separator, rest = text.partition(":")  # handles have no colon; passwords may
+    if not separator or not first or not rest:
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    try:
+        return first, second(rest)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+
+def parser():
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fakesky",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8787)
-    parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument(
         "--account",
         action="append",
         default=[],
+        type=_pair,
         metavar="HANDLE:PASSWORD",
-        help="create an account at start (repeatable)",
+        help="an account (repeatable; kept across /_fake/reset)",
     )
-    args = parser.parse_args()
-    server, url = serve(args.host, args.port, Config(latency_ms=args.latency_ms))
-    for spec in args.account:
-        handle, _, password = spec.partition(":")
-        server.fake.add_account(handle, password)
-    print(f"fake Bluesky at {url}", flush=True)
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        type=lambda text: _pair(text, int),
+        metavar="NAME:FOLLOWERS",
+        help="a target with computed followers: a bare name gives NAME-FOLLOWERS.fake.test,"
+        " a handle (troll.example.com) is registered as it is (repeatable)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed N accounts user1.fake.test ... userN.fake.test for a load test",
+    )
+    parser.add_argument(
+        "--accounts-password", default="fake-app-password", help="their app password"
+    )
+    settings.add_arguments(parser)
+    return parser
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        config = settings.from_arguments(args)
+    except ValueError as error:
+        sys.exit(f"fakesky: {error}")
+    server, url = serve(args.host, args.port, config)
+    fake = server.fake
+    try:
+        for handle, password in args.account:
+            fake.add_account(handle, password, seed=True)
+        for index in range(1, args.accounts + 1):
+            fake.add_account(f"user{index}.fake.test", args.accounts_password, seed=True)
+        for name, followers in args.target:
+            target = fake.add_target(name, followers, seed=True)
+            print(f"target {target.handle} {target.did} followers={target.count}", flush=True)
+    except ValueError as error:
         server.shutdown()
+        sys.exit(f"fakesky: {error}")
+    print(f"fake Bluesky at {url} (didDoc endpoint {config.public_url or url})", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    server.shutdown()
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def test_a_campaign_runs_through_sqs(client, person, fakesky, moto_sqs, tmp_path
         campaign = Campaign.objects.create(
             user=user,
             target_handle="sqs-150.fake.test",
-            target_did="did:plc:sqs150",
+            target_did=fakesky.did("sqs-150.fake.test"),
             action="block",
             scope="followers",
             expected=150,

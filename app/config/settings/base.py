@@ -2,12 +2,16 @@
 
 from pathlib import Path
 
-from .env import env, env_int, env_list
+from .env import env, env_flag, env_int, env_list, is_loopback_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", required=True)
 DEBUG = False
+# The names a browser may use, from the inventory (roles/app: app_allowed_hosts).
+# nginx forwards the Host the browser sent, port included, so a form posted to
+# https://127.0.0.1:8443/ passes the CSRF origin check with no port listed here;
+# CSRF_TRUSTED_ORIGINS only adds other origins allowed to post (none by default).
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -18,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "core",
     "blocking",
 ]
@@ -45,6 +50,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.context_processors.demo_network",
             ],
         },
     },
@@ -86,6 +92,12 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = env("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+# Hashed file names (site.3f2a9c1b7e4d.css): nginx caches them for a year, and a
+# new release changes the name instead of waiting for caches to expire.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,
@@ -95,10 +107,47 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", "INFO")},
 }
 
+# The release this code runs as: roles/release writes its id to RELEASE beside
+# app/ (/opt/shoestring/releases/<id>/RELEASE); /healthz reports it.
+_RELEASE_FILE = BASE_DIR.parent / "RELEASE"
+SHOESTRING_RELEASE = _RELEASE_FILE.read_text().strip() if _RELEASE_FILE.is_file() else "unreleased"
+
 # -- The block service ---------------------------------------------------------
 # The network. Production talks to the public Bluesky entryway.
 BLUESKY_SERVICE_URL = env("BLUESKY_SERVICE_URL", "https://bsky.social")
 BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
+# An account's DID document names its PDS, which then gets the person's tokens: only public
+# https servers qualify. A network on this machine's loopback (the fake Bluesky on test and
+# demo hosts) names loopback PDSes, so they are allowed when BLUESKY_SERVICE_URL is one
+# ("auto", the default), or when this is "true"; "false" never allows them.
+BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
+    "BLUESKY_ALLOW_LOOPBACK_PDS", auto=is_loopback_url(BLUESKY_SERVICE_URL)
+)
+# Bluesky's per-account write budget (points; creating a block record costs 3):
+# what the campaign page's time estimate is computed from.
+BLUESKY_WRITE_POINTS_PER_HOUR = env_int("BLUESKY_WRITE_POINTS_PER_HOUR", 5_000)
+BLUESKY_WRITE_POINTS_PER_DAY = env_int("BLUESKY_WRITE_POINTS_PER_DAY", 35_000)
+BLUESKY_POINTS_PER_BLOCK = 3
+BLUESKY_POINTS_PER_UNBLOCK = 1
+# Bluesky's per-address budget: every account's calls from this appliance's one address
+# together (the PDS's "global-ip" limit). The workers share a token bucket in Postgres
+# that keeps them under SHOESTRING_ADDRESS_BUDGET_SHARE of it in any window, and bulk work
+# always leaves SHOESTRING_INTERACTIVE_RESERVE requests for the person waiting on one block.
+BLUESKY_ADDRESS_REQUESTS_PER_WINDOW = env_int("BLUESKY_ADDRESS_REQUESTS_PER_WINDOW", 3_000)
+BLUESKY_ADDRESS_WINDOW_S = env_int("BLUESKY_ADDRESS_WINDOW_S", 300)
+ADDRESS_BUDGET_SHARE = float(env("SHOESTRING_ADDRESS_BUDGET_SHARE", "0.9"))
+INTERACTIVE_RESERVE = env_int("SHOESTRING_INTERACTIVE_RESERVE", 30)
+# A task waits at most this long for the shared budget before handing its work back to
+# beat (the wait is data, not a countdown).
+ADDRESS_WAIT_S = float(env("SHOESTRING_ADDRESS_WAIT_S", "3"))
+
+# The demo network (make demo): the app talks to the fake Bluesky on the host's
+# loopback, and every page says so. The account and targets are the fake's
+# seeded ones, shown to a newcomer so they can try the whole journey offline.
+DEMO_NETWORK = env("SHOESTRING_DEMO_NETWORK", "") == "1"
+DEMO_ACCOUNT_HANDLE = env("SHOESTRING_DEMO_ACCOUNT_HANDLE", "")
+DEMO_ACCOUNT_APP_PASSWORD = env("SHOESTRING_DEMO_ACCOUNT_APP_PASSWORD", "")
+DEMO_TARGETS = env_list("SHOESTRING_DEMO_TARGETS", "")
 # Fernet key that encrypts app passwords and session tokens at rest. Only the
 # services that call the network get it (see docs/runbook.md).
 SHOESTRING_CREDENTIALS_KEY = env("SHOESTRING_CREDENTIALS_KEY", "")
@@ -119,16 +168,25 @@ BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
 # task a worker holds in memory until due: the seed's naive way, kept only so
 # the benchmark can compare the two; see docs/benchmarks.md).
 FOLLOWER_PAGE_RELEASE = env("SHOESTRING_FOLLOWER_PAGE_RELEASE", "beat")
+# Tasks of one person in the broker or running at once; the rest wait as Batch rows.
+MAX_IN_FLIGHT_PER_ACCOUNT = env_int("SHOESTRING_MAX_IN_FLIGHT_PER_ACCOUNT", 2)
+# Network errors (5xx, timeouts) a batch may meet before it fails for good.
+MAX_NETWORK_FAILURES = env_int("SHOESTRING_MAX_NETWORK_FAILURES", 8)
+# The longest pause between tries of a batch after network errors.
+MAX_BACKOFF_S = env_int("SHOESTRING_MAX_BACKOFF_S", 3600)
+# The database or broker briefly away: the task tries again after this many seconds.
+INFRA_RETRY_S = env_int("SHOESTRING_INFRA_RETRY_S", 3)
 # Expired blocks undone per pass of the expiry task, and "unblock everybody" pace.
 RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 # A task that started a network write holds its rows this long; after that
 # another may pick them up (after checking the network for what was done).
 ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
 # Work still unfinished this long after it was queued is queued again.
-STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 3600)
+STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 600)
 # No task is scheduled further ahead than this: long waits are data (next_page_at,
-# until) read by periodic tasks, never countdowns held by the broker or a worker.
-MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 300)
+# until) read by periodic tasks, never countdowns held by the broker or a worker
+# (FOLLOWER_PAGE_RELEASE "countdown", the benchmark's naive host, breaks this on purpose).
+MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 5)
 RETRY_BASE_S = env_int("SHOESTRING_RETRY_BASE_S", 10)
 KILL_SWITCH_RETRY_S = env_int("SHOESTRING_KILL_SWITCH_RETRY_S", 60)
 PERIODIC_INTERVAL_S = float(env("SHOESTRING_PERIODIC_INTERVAL_S", "30"))
@@ -172,11 +230,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
     "blocking.start_campaign": {"queue": "interactive"},
-    "blocking.undo_one": {"queue": "interactive"},
     "blocking.fetch_follower_page": {"queue": "bulk"},
     "blocking.act_on_batch": {"queue": "bulk"},
     "blocking.undo_batch": {"queue": "bulk"},
     "blocking.release_due_pages": {"queue": "maintenance"},
+    "blocking.release_batches": {"queue": "maintenance"},
     "blocking.release_expired": {"queue": "maintenance"},
     "blocking.requeue_stranded": {"queue": "maintenance"},
 }
@@ -187,6 +245,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_BEAT_SCHEDULE = {
     "release-due-pages": {"task": "blocking.release_due_pages", "schedule": PERIODIC_INTERVAL_S},
+    "release-batches": {"task": "blocking.release_batches", "schedule": PERIODIC_INTERVAL_S},
     "release-expired": {"task": "blocking.release_expired", "schedule": PERIODIC_INTERVAL_S},
     "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
 }

@@ -19,4 +19,11 @@ os.environ.setdefault("SHOESTRING_CREDENTIALS_KEY", "dGVzdC1vbmx5LWtleS1ub3QtZm9
 from .base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The fake Bluesky runs on loopback; tests point BLUESKY_SERVICE_URL at it after start-up.
+BLUESKY_ALLOW_LOOPBACK_PDS = True
 ALLOWED_HOSTS = ["*"]
+# Tests render pages without running collectstatic first.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

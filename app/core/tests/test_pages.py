@@ -12,6 +12,13 @@ def test_healthz_answers_200_when_the_database_answers(client):
     assert "no-cache" in response["Cache-Control"]
 
 
+@pytest.mark.django_db
+def test_healthz_names_the_release_that_answers(client, settings):
+    settings.SHOESTRING_RELEASE = "20260101T000000Z-0123456789ab"
+    response = client.get("/healthz")
+    assert response["X-Shoestring-Release"] == "20260101T000000Z-0123456789ab"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_healthz_answers_503_when_the_database_is_unreachable(client):
     settings = connection.settings_dict

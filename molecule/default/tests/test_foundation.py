@@ -153,7 +153,7 @@ def test_web_app_runs_sandboxed_as_its_own_user(host):
         ).splitlines()
     )
     assert props == {
-        "User": "shoestring",
+        "User": "shoestring-web",
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
         "PrivateTmp": "yes",
@@ -198,13 +198,9 @@ def test_firewall_allows_only_ssh_http_https(host):
 
 
 def test_app_settings_file_is_private(host):
-    env_file = host.file("/etc/shoestring/shoestring.env")
-    assert env_file.user == "root"
-    assert env_file.group == "shoestring"
-    assert env_file.mode == 0o640
-    owner_file = host.file("/etc/shoestring/owner.env")
-    assert owner_file.user == "root"
-    assert owner_file.mode == 0o600
+    for path in ["/etc/shoestring/shoestring.env", "/etc/shoestring/owner.env"]:
+        settings = host.file(path)
+        assert (settings.user, settings.group, settings.mode) == ("root", "root", 0o600)
 
 
 def test_django_deploy_check_passes_on_the_host(host):

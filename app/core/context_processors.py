@@ -1,0 +1,16 @@
+from blocking import estimate
+from django.conf import settings
+
+
+def demo_network(request):
+    """What the demo banner on every page needs; nothing when the app talks to Bluesky."""
+    if not settings.DEMO_NETWORK:
+        return {"demo_network": None}
+    return {
+        "demo_network": {
+            "handle": settings.DEMO_ACCOUNT_HANDLE,
+            "app_password": settings.DEMO_ACCOUNT_APP_PASSWORD,
+            "targets": settings.DEMO_TARGETS,
+            "blocks_per_hour": estimate.blocks_per_hour(),
+        }
+    }

@@ -1,0 +1,80 @@
+"""The official AT Protocol SDK for Python (PyPI atproto), unchanged, against the fake over
+real HTTP: where the SDK and the fake disagree, the fake is wrong."""
+
+import re
+import time
+
+from atproto import Client, SessionEvent, models
+from atproto_core.uri import AtUri
+from conftest import wait_until
+
+PASSWORD = "sdk-app-pass"
+# The SDK refreshes a session 15 minutes before its access token expires: a token that
+# lives 15 minutes and a few seconds makes it refresh a few seconds after signing in.
+SDK_REFRESH_MARGIN_S = 15 * 60
+LIVES_AFTER_MARGIN_S = 6
+
+
+def test_the_official_sdk_does_a_whole_blocking_session(fakesky):
+    fakesky.configure(
+        indexing_delay_s=1, access_token_ttl_s=SDK_REFRESH_MARGIN_S + LIVES_AFTER_MARGIN_S
+    )
+    fakesky.account("sdk.fake.test", PASSWORD)
+    client = Client(base_url=fakesky.url)
+    events = []
+    client.on_session_change(lambda event, session: events.append(event))
+
+    signed_in_at = time.time()
+    me = client.login("sdk.fake.test", PASSWORD)
+    assert me.handle == "sdk.fake.test"
+    assert re.fullmatch(r"did:plc:[a-z2-7]{24}", me.did)
+    # The SDK talks to the PDS the didDoc names from here on.
+    assert client.export_session_string().endswith(fakesky.url)
+
+    target = client.get_profile("crowd-250.fake.test")
+    assert target.followers_count == 250
+    first = client.get_followers(target.did, limit=100)
+    second = client.get_followers(target.did, cursor=first.cursor, limit=100)
+    dids = [f.did for f in first.followers + second.followers]
+    assert len(dids) == len(set(dids)) == 200
+    assert second.cursor
+
+    now = client.get_current_time_iso()
+    created = client.app.bsky.graph.block.create(
+        me.did, models.AppBskyGraphBlock.Record(subject=dids[0], created_at=now)
+    )
+    writes = client.com.atproto.repo.apply_writes(
+        models.ComAtprotoRepoApplyWrites.Data(
+            repo=me.did,
+            writes=[
+                models.ComAtprotoRepoApplyWrites.Create(
+                    collection="app.bsky.graph.block",
+                    value=models.AppBskyGraphBlock.Record(subject=did, created_at=now),
+                )
+                for did in dids[1:4]
+            ],
+        )
+    )
+    assert len(writes.results) == 3
+    assert all(result.uri.startswith(f"at://{me.did}/") for result in writes.results)
+
+    def listed():
+        blocks = client.app.bsky.graph.get_blocks().blocks
+        return sorted(b.did for b in blocks) if len(blocks) == 4 else None
+
+    assert wait_until(listed, 10, message="getBlocks to list four blocks") == sorted(dids[:4])
+    assert client.get_profile(dids[0]).viewer.blocking == created.uri
+
+    assert client.mute(dids[5])
+    assert client.app.bsky.graph.block.delete(me.did, AtUri.from_str(created.uri).rkey)
+
+    time.sleep(max(0.0, signed_in_at + LIVES_AFTER_MARGIN_S + 1 - time.time()))
+    assert client.get_profile(dids[1]).viewer.blocking == writes.results[0].uri
+    assert SessionEvent.REFRESH in events
+
+    state = fakesky.state("sdk.fake.test")
+    assert state["block_count"] == 3
+    assert state["blocked"] == sorted(dids[1:4])
+    assert state["muted"] == [dids[5]]
+    assert state["logins"] == 1
+    assert state["refreshes"] >= 1

@@ -1,0 +1,181 @@
+"""Helpers the on-host tests share: settings files, units, the journal, the broker and
+campaigns run against the fake Bluesky server."""
+
+import json
+import re
+import time
+from urllib.parse import unquote, urlsplit
+
+FAKE = "http://127.0.0.1:8787"
+
+
+def env_file(host, path):
+    """A root-only settings file, parsed (the tests run as root)."""
+    return dict(re.findall(r'^([A-Z_]+)="(.*)"$', host.file(path).content_string, re.MULTILINE))
+
+
+def broker_url(host):
+    return env_file(host, "/etc/shoestring/beat.env")["CELERY_BROKER_URL"]
+
+
+def broker_is_redis(host):
+    """False on a host whose broker is SQS (no Redis installed there)."""
+    return broker_url(host).startswith("redis://")
+
+
+def redis_cli(host, *args):
+    """redis-cli as Celery's broker user (the credentials the services hold)."""
+    url = urlsplit(broker_url(host))
+    user = f"--user {url.username} " if url.username else ""
+    return host.run(
+        f"REDISCLI_AUTH=%s redis-cli -h %s -p %s {user}" + " ".join(["%s"] * len(args)),
+        unquote(url.password),
+        url.hostname,
+        str(url.port or 6379),
+        *args,
+    )
+
+
+def unit_props(host, unit, *names):
+    args = " ".join(f"-p {name}" for name in names)
+    out = host.check_output(f"systemctl show {args} {unit}")
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def main_pid(host, unit):
+    return int(host.check_output("systemctl show -P MainPID %s", unit))
+
+
+def host_time(host):
+    return float(host.check_output("date +%s.%N"))
+
+
+def wait_until(check, timeout, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    return check()
+
+
+def invocation(host, unit):
+    """The unit's current invocation ID: each start of a unit gets a new one."""
+    return host.check_output("systemctl show -P InvocationID %s", unit)
+
+
+def journal(host, unit, since):
+    """(time, invocation ID, message) of every line the unit logged since a host time."""
+    out = host.check_output(
+        "journalctl -u %s --since @%s -o json --output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID",
+        unit,
+        f"{since:.6f}",
+    )
+    entries = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        message = entry.get("MESSAGE")
+        if isinstance(message, list):  # journald stores non-UTF-8 messages as bytes
+            message = bytes(message).decode(errors="replace")
+        entries.append(
+            (
+                int(entry["__REALTIME_TIMESTAMP"]) / 1e6,
+                entry.get("_SYSTEMD_INVOCATION_ID", ""),
+                message or "",
+            )
+        )
+    return entries
+
+
+def wait_for_log(host, unit, since, pattern, timeout):
+    """The first journal line of the unit since a host time that matches, as
+    (time, invocation ID, match), waiting for it up to timeout seconds."""
+    regex = re.compile(pattern)
+
+    def find():
+        for when, invocation_id, message in journal(host, unit, since):
+            match = regex.search(message)
+            if match:
+                return when, invocation_id, match
+        return None
+
+    found = wait_until(find, timeout, interval=1)
+    assert found, f"{unit} logged nothing matching {pattern!r} within {timeout}s"
+    return found
+
+
+def fake_call(host, method, path, payload=None):
+    command = "curl -sf -X %s " + FAKE + path
+    if payload is None:
+        return json.loads(host.check_output(command, method))
+    return json.loads(host.check_output(command + " -d %s", method, json.dumps(payload)))
+
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from blocking import buckets, tasks
+from blocking.models import Campaign, LinkedAccount
+user, _ = get_user_model().objects.get_or_create(username="molecule-e2e")
+buckets.bucket_for(user)
+account = LinkedAccount(user=user, handle="victim.fake.test", did="{did}",
+                        service_url="{fake}")
+account.app_password = "app-pass-molecule"
+account.save()
+assert buckets.debit(user, {count})
+campaign = Campaign.objects.create(user=user, target_handle="crowd-{count}.fake.test",
+    target_did="{target_did}", action="block", scope="followers",
+    expected={count}, tokens_debited={count})
+tasks.start_campaign.delay(campaign.pk)
+print(campaign.pk)
+"""
+
+
+def manage_shell(host, code):
+    """Run Python in the web app's Django shell; its last line of output."""
+    return host.check_output("shoestring-manage shell --no-imports -c %s", code).splitlines()[-1]
+
+
+def start_campaign(host, count, **fake_config):
+    """A fresh person with a linked fake account blocks the followers of crowd-<count>."""
+    account = fake_call(
+        host,
+        "POST",
+        "/_fake/accounts",
+        {"handle": "victim.fake.test", "password": "app-pass-molecule"},
+    )
+    fake_call(host, "POST", "/_fake/config", fake_config)
+    host.run(
+        "shoestring-manage shell --no-imports -c %s",
+        "from django.contrib.auth import get_user_model;"
+        " get_user_model().objects.filter(username='molecule-e2e').delete()",
+    )
+    # DIDs look like real did:plc ones: ask the fake, as a client would.
+    target = fake_call(
+        host, "GET", f"/xrpc/com.atproto.identity.resolveHandle?handle=crowd-{count}.fake.test"
+    )
+    return manage_shell(
+        host, SETUP.format(did=account["did"], count=count, fake=FAKE, target_did=target["did"])
+    )
+
+
+def wait_for_campaign(host, campaign_id, timeout):
+    status = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = manage_shell(
+            host,
+            "from blocking.models import Campaign;"
+            f" print(Campaign.objects.get(pk={campaign_id}).status)",
+        )
+        if status != "running":
+            break
+        time.sleep(2)
+    return status
+
+
+def blocked_once(host, count):
+    state = fake_call(host, "GET", "/_fake/state?handle=victim.fake.test")
+    assert state["block_count"] == state["distinct_blocked"] == count
+    assert state["duplicates"] == 0
+    return state

@@ -1,0 +1,515 @@
+"""A person's whole journey in a real browser: Debian's Chromium, driven by Selenium,
+against the converged host through nginx over HTTPS, on the demo network.
+
+Sign up (and meet a form error), sign in, link the demo account, block a
+3,000-follower target and its followers for a week, watch the bar reach 100%
+without a reload, search the blocks, undo one, undo everything, sign out. On the
+way: axe-core finds no accessibility violation on any page, no page breaks the
+Content-Security-Policy, the pages fit a phone's screen, another person gets 404
+for the campaign, a foreign Origin is refused, a foreign Host gets 400 and the
+inventory's extra name is served.
+
+Screenshots of every step go to $SHOESTRING_SCREENSHOTS (default screenshots/journey/
+in the checkout, ignored by git); the test prints where and how long the journey took.
+Run it alone on a converged host:
+  SHOESTRING_MOLECULE_PREFIX=... molecule verify -s default -- -k browser_journey
+"""
+
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from shoestring_host import manage_shell
+
+REPO = Path(__file__).resolve().parents[3]
+AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FAKE = "http://127.0.0.1:8787"  # the demo network, on the host's loopback
+TARGET = "crowd-3000.fake.test"
+# Long enough to be still running when the journey cancels it.
+LONG_TARGET = "crowd-20000.fake.test"
+FOLLOWERS = 3000
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+PHONE = (390, 844)
+DESKTOP = (1280, 900)
+
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default",
+        reason="the browser journey runs once, in the default scenario",
+    ),
+    # requests skips verification only after the certificate was pinned (see `http`).
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def base_url(host):
+    """https://127.0.0.1:<port>: the container's 443 as molecule.yml publishes it on loopback."""
+    name = host.backend.get_hostname()
+    published = subprocess.run(
+        ["docker", "port", name, "443/tcp"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    loopback = [address for address in published if address.startswith("127.0.0.1:")]
+    assert loopback, f"{name} publishes no 443 on 127.0.0.1 ({published}); see molecule.yml"
+    return f"https://{loopback[0]}"
+
+
+@pytest.fixture
+def http(host, base_url):
+    """requests, pinned to the host's own self-signed certificate.
+
+    It is a leaf without CA:TRUE, which OpenSSL will not take as a trust anchor,
+    so compare fingerprints instead of skipping the check.
+    """
+    served = ssl.get_server_certificate(tuple(base_url.removeprefix("https://").split(":")))
+    on_host = host.file("/etc/ssl/shoestring/fullchain.pem").content_string
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(on_host)
+    session = requests.Session()
+    session.trust_env = False  # no proxy, and no CA bundle from the environment over this
+    session.verify = False  # the certificate is pinned above
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots():
+    folder = Path(os.environ.get("SHOESTRING_SCREENSHOTS", REPO / "screenshots" / "journey"))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo_network(host):
+    """The demo account as it was seeded, holding no blocks (a rerun starts clean), and
+    the fake's write budget the one the app's estimate uses."""
+    assert host.service("fakesky.service").is_running, "the demo network's fake is not running"
+    env = app_env(host)
+    handle = env["SHOESTRING_DEMO_ACCOUNT_HANDLE"]
+    password = env["SHOESTRING_DEMO_ACCOUNT_APP_PASSWORD"]
+
+    def fake(path, body):
+        host.check_output("curl -sf -X POST %s%s -d %s", FAKE, path, json.dumps(body))
+
+    fake("/_fake/reset", {})
+    fake("/_fake/accounts", {"handle": handle, "password": password})
+    # The budget the app's time estimate assumes (molecule.yml lifts it for both).
+    budget = {
+        "write_points_per_hour": int(env["BLUESKY_WRITE_POINTS_PER_HOUR"]),
+        "write_points_per_day": int(env["BLUESKY_WRITE_POINTS_PER_DAY"]),
+    }
+    fake("/_fake/config", budget)
+    yield handle
+    # Leave the host as the journey found it: its people go, and with them the thousands
+    # of unblocks "Unblock everybody" left waiting, which would hold the bulk pool for the
+    # tests that follow.
+    manage_shell(
+        host,
+        "from django.contrib.auth import get_user_model;"
+        " print(get_user_model().objects.filter(username__startswith='journey').delete())",
+    )
+
+
+def app_env(host):
+    content = host.file("/etc/shoestring/shoestring.env").content_string
+    return dict(re.findall(r'^([A-Z_]+)="(.*)"$', content, flags=re.MULTILINE))
+
+
+def follower_did(handle):
+    """The fake names follower i of crowd-N.fake.test f<i>.crowd-N.fake.test, did:plc:crowdNx<i>."""
+    index, count = re.fullmatch(r"f(\d+)\.crowd-(\d+)\.fake\.test", handle).groups()
+    return f"did:plc:crowd{count}x{index}"
+
+
+def fake_state(host, handle):
+    return json.loads(host.check_output("curl -sf '%s/_fake/state?handle=%s'", FAKE, handle))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path, package in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")]:
+        if not Path(path).exists():
+            pytest.fail(f"{path} is missing: `make deps` installs Debian's {package}")
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make deps` runs npm ci in tests/browser")
+    profile = tempfile.mkdtemp(prefix="shoestring-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+    ]:
+        options.add_argument(flag)
+    options.accept_insecure_certs = True  # the demo's self-signed certificate
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: Selenium Manager never runs, nothing is downloaded.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class Journey:
+    """The browser plus the checks every page gets: screenshots, axe-core, the CSP, phone size."""
+
+    def __init__(self, driver, base_url, folder):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.base_url, self.folder = driver, base_url, folder
+        self.By, self.Wait = By, WebDriverWait
+        self.steps = []
+        self.axe_source = AXE.read_text()
+
+    def open(self, path):
+        self.driver.get(self.base_url + path)
+
+    def find(self, css):
+        return self.driver.find_element(self.By.CSS_SELECTOR, css)
+
+    def finds(self, css):
+        return self.driver.find_elements(self.By.CSS_SELECTOR, css)
+
+    def fill(self, label, value):
+        """Type into the field a person finds by its visible label."""
+        exact, with_colon = json.dumps(label), json.dumps(label + ":")  # Django adds a colon
+        field = self.driver.find_element(
+            self.By.XPATH, f"//label[normalize-space()={exact} or normalize-space()={with_colon}]"
+        )
+        box = self.driver.find_element(self.By.ID, field.get_attribute("for"))
+        box.clear()
+        box.send_keys(value)
+        return box
+
+    def press(self, text, navigates=True):
+        """Press a button by its text; wait for the page it leads to."""
+        from selenium.webdriver.support import expected_conditions
+
+        page = self.find("html")
+        self.driver.find_element(
+            self.By.XPATH, f"//main//button[normalize-space()={json.dumps(text)}]"
+        ).click()
+        if navigates:
+            self.Wait(self.driver, 30).until(expected_conditions.staleness_of(page))
+
+    def text(self):
+        return self.find("body").text
+
+    def wait_for(self, predicate, timeout, message):
+        return self.Wait(self.driver, timeout, poll_frequency=0.5).until(
+            lambda _: predicate(), message=message
+        )
+
+    def shot(self, name):
+        """Screenshot, then the checks every page must pass."""
+        path = self.folder / f"{len(self.steps) + 1:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        self.steps.append(path.name)
+        self.check_csp()
+        self.check_accessibility(name)
+
+    def check_csp(self):
+        errors = [
+            entry["message"]
+            for entry in self.driver.get_log("browser")
+            if "Content Security Policy" in entry["message"] or entry["level"] == "SEVERE"
+        ]
+        assert not errors, f"{self.driver.current_url}: {errors}"
+
+    def check_accessibility(self, name):
+        self.driver.execute_script(self.axe_source)
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values:"
+            " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
+            ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact,"
+            " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))))"
+            ".catch(e => done([{id: 'axe-error', impact: String(e), nodes: []}]));"
+        )
+        assert not result, f"{name}: accessibility violations {result}"
+
+    def fits_a_phone(self, name):
+        self.driver.set_window_size(*PHONE)
+        try:
+            overflow = self.driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            self.shot(f"{name}-phone")
+            assert overflow <= 0, f"{name}: {overflow}px wider than a phone's screen"
+        finally:
+            self.driver.set_window_size(*DESKTOP)
+
+
+@pytest.fixture(scope="module")
+def journey(browser, base_url, screenshots):
+    browser.set_script_timeout(30)
+    return Journey(browser, base_url, screenshots)
+
+
+def is_stale(element):
+    """The page the element was on has been replaced by the next one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.tag_name  # noqa: B018 - touching it is the check
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        # Chromium answers this instead of "stale" when it is asked in the
+        # instant the old document goes away.
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
+
+
+def demo_credentials(journey):
+    banner = journey.find("aside.demo")
+    handle = re.search(r"demo account @(\S+)", banner.text)[1]
+    password = banner.find_element(journey.By.CSS_SELECTOR, "code").text
+    return handle, password
+
+
+def sign_up(journey, username, password):
+    journey.open("/signup/")
+    journey.fill("Username", username)
+    journey.fill("Password", password)
+    journey.fill("Password confirmation", password)
+    journey.press("Create account")
+    journey.wait_for(lambda: "/link/" in journey.driver.current_url, 20, "signed up")
+
+
+def sign_out(journey):
+    journey.driver.find_element(
+        journey.By.XPATH, "//header//button[starts-with(normalize-space(), 'Sign out')]"
+    ).click()
+    journey.wait_for(lambda: journey.finds("header a[href='/accounts/login/']"), 20, "signed out")
+
+
+def test_a_person_does_the_whole_journey_in_a_browser(
+    host, journey, demo_network, screenshots, capsys
+):
+    started = time.monotonic()
+    username, password = f"journey{int(time.time())}", "a long journey password"
+
+    journey.open("/")
+    assert "Demo network." in journey.text()
+    journey.shot("home")
+    journey.fits_a_phone("home")
+
+    # Sign up, first with a mistake: the error says what to do.
+    journey.open("/signup/")
+    journey.fill("Username", username)
+    journey.fill("Password", password)
+    journey.fill("Password confirmation", password + " typo")
+    journey.press("Create account")
+    assert "Type the same password in both boxes." in journey.text()
+    journey.shot("signup-error")
+    sign_up(journey, username, password)
+    journey.shot("signed-up")
+
+    sign_out(journey)
+    journey.open("/accounts/login/")
+    journey.fill("Username", username)
+    journey.fill("Password", password)
+    journey.press("Sign in")
+    journey.wait_for(lambda: username in journey.find("header").text, 20, "signed in")
+    journey.shot("signed-in")
+
+    # Link the demo account the banner names.
+    journey.open("/link/")
+    handle, app_password = demo_credentials(journey)
+    journey.fill("Bluesky handle", handle)
+    journey.fill("App password", app_password)
+    journey.press("Link")
+    journey.wait_for(lambda: "/campaigns/new/" in journey.driver.current_url, 30, "linked")
+    assert f"Linked @{handle}." in journey.text()
+    journey.shot("linked")
+    assert handle == demo_network
+
+    # Block the target and its followers for a week.
+    journey.fill("Account", TARGET)
+    from selenium.webdriver.support.ui import Select
+
+    Select(journey.find("#id_action")).select_by_visible_text("Block")
+    Select(journey.find("#id_scope")).select_by_visible_text("The account and its followers")
+    Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.shot("campaign-form")
+    journey.press("Start")
+    journey.wait_for(
+        lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "campaign page"
+    )
+    campaign_url = journey.driver.current_url
+    assert "limit of ~" in journey.find("#estimate").text or journey.find("#percent").text == "100%"
+    journey.shot("campaign-started")
+
+    # The bar moves to 100% by itself: the page is never reloaded.
+    journey.driver.execute_script("window.sameDocument = true;")
+    seen = set()
+
+    def finished():
+        seen.add(journey.find("#percent").text)
+        return journey.find("#percent").text == "100%"
+
+    shot_midway = False
+    deadline = time.monotonic() + 300
+    while not finished():
+        assert time.monotonic() < deadline, f"the bar stopped at {sorted(seen)}"
+        if not shot_midway and len(seen - {"0%"}) >= 1:
+            journey.shot("campaign-progress")
+            shot_midway = True
+        time.sleep(1)
+    assert journey.driver.execute_script("return window.sameDocument === true;")
+    assert journey.find("#bar").get_attribute("value") == "100"
+    assert journey.find("#status").text == "Done"
+    assert len(seen) >= 2, f"the bar jumped straight to 100%: {seen}"
+    journey.shot("campaign-done")
+    journey.fits_a_phone("campaign-done")
+    state = fake_state(host, handle)
+    assert state["block_count"] == state["distinct_blocked"] == FOLLOWERS + 1
+    assert state["duplicates"] == 0
+
+    # Search the blocks list, undo one block.
+    journey.open("/campaigns/")
+    assert TARGET in journey.text()
+    journey.shot("campaigns")
+    journey.open("/blocks/")
+    journey.fill("Search by handle", "f12")
+    journey.press("Search")
+    rows = [cell.text for cell in journey.finds("td.handle")]
+    assert rows, "the search found nothing"
+    assert all(row.startswith("@f12") for row in rows), rows
+    assert "111 matches “f12”" in journey.text()  # f12, f120-f129, f1200-f1299
+    journey.shot("blocks-search")
+    journey.fits_a_phone("blocks-search")
+    first = rows[0].lstrip("@")
+    page = journey.find("html")
+    journey.find("td button").click()
+    journey.Wait(journey.driver, 30).until(lambda _: is_stale(page))
+    journey.wait_for(lambda: f"Undoing the block of @{first}." in journey.text(), 20, "undo one")
+    journey.shot("undo-one")
+    journey.wait_for(
+        lambda: follower_did(first) not in fake_state(host, handle)["blocked"],
+        60,
+        "the block undone on the network",
+    )
+    assert fake_state(host, handle)["block_count"] == FOLLOWERS
+
+    # Undo everything: a confirmation first.
+    journey.press("Unblock everybody", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Undoing 3,000 blocks and mutes" in journey.text(), 20, "undo all")
+    journey.shot("undo-all")
+
+    # A long campaign, cancelled from its own page (a confirmation first): the button is a
+    # form, so it works under the strict CSP with no inline script.
+    journey.open("/campaigns/new/")
+    journey.fill("Account", LONG_TARGET)
+    Select(journey.find("#id_action")).select_by_visible_text("Block")
+    Select(journey.find("#id_scope")).select_by_visible_text("Its followers")
+    Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.press("Start")
+    journey.wait_for(
+        lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "campaign page"
+    )
+    journey.press("Cancel the campaign", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Cancelled." in journey.text(), 20, "cancelled")
+    assert journey.find("#status").text == "Cancelled"
+    assert "unspent tokens were given back" in journey.text()
+    assert not journey.finds("#cancel")
+    journey.shot("campaign-cancelled")
+
+    sign_out(journey)
+    assert "Sign in" in journey.find("header").text
+    journey.shot("signed-out")
+
+    # Another person cannot see the first person's campaign.
+    sign_up(journey, username + "b", password)
+    journey.driver.get(campaign_url)
+    assert "Not found" in journey.driver.title
+    assert "belongs to someone else" in journey.text()
+    journey.driver.get_log("browser")  # the 404 itself is the one expected console error
+    journey.shot("other-person-404")
+    journey.open("/")
+    sign_out(journey)
+
+    elapsed = time.monotonic() - started
+    with capsys.disabled():  # shown even when pytest captures output (molecule verify)
+        print(f"\nbrowser journey: {elapsed:.0f} s wall time, {len(journey.steps)} screenshots")
+        print(f"screenshots in {screenshots}:")
+        for step in journey.steps:
+            print(f"  {step}")
+
+
+def test_a_post_from_a_foreign_origin_is_refused(http, base_url):
+    session = http
+    page = session.get(f"{base_url}/accounts/login/", timeout=20)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+    form = {"username": "nobody", "password": "wrong", "csrfmiddlewaretoken": token}
+    foreign = session.post(
+        f"{base_url}/accounts/login/",
+        data=form,
+        headers={"Origin": "https://evil.example", "Referer": "https://evil.example/"},
+        timeout=20,
+    )
+    assert foreign.status_code == 403
+    assert "CSRF verification failed" in foreign.text
+    own = session.post(
+        f"{base_url}/accounts/login/",
+        data=form,
+        headers={"Origin": base_url, "Referer": f"{base_url}/accounts/login/"},
+        timeout=20,
+    )
+    assert own.status_code == 200  # the form again, with its error: the post was accepted
+    assert "didn't match" in own.text
+
+
+def test_the_inventorys_names_are_served_and_any_other_host_gets_400(host, http, base_url):
+    allowed = app_env(host)["DJANGO_ALLOWED_HOSTS"].split(",")
+    public = [name for name in allowed if name not in LOOPBACK]
+    if not public:
+        pytest.skip("this inventory sets no nginx_domain or nginx_extra_names")
+    port = base_url.rsplit(":", 1)[1]
+    for name, status in [*((name, 200) for name in public), ("evil.example", 400)]:
+        response = http.get(
+            f"{base_url}/accounts/login/", headers={"Host": f"{name}:{port}"}, timeout=20
+        )
+        assert response.status_code == status, name
+
+
+def test_static_files_have_hashed_names_and_a_long_cache(http, base_url):
+    page = http.get(f"{base_url}/", timeout=20)
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    stylesheet = re.search(r'href="(/static/core/site\.[0-9a-f]{12}\.css)"', page.text)
+    assert stylesheet, "the stylesheet's name carries no content hash"
+    css = http.get(base_url + stylesheet[1], timeout=20)
+    assert css.status_code == 200
+    assert "max-age=31536000" in css.headers["Cache-Control"]
+    assert "immutable" in css.headers["Cache-Control"]
+    assert css.headers["Content-Security-Policy"] == csp
+    assert "Strict-Transport-Security" in css.headers

@@ -1,0 +1,141 @@
+"""Warm restarts, proven: when a pool's lifetime ends or systemd restarts it, the task in
+flight finishes by itself and its result is recorded, no prefork child is killed, and work
+that arrives meanwhile waits in the broker for the fresh worker.
+
+The fake network answers every request after LATENCY_MS, so a batch of blocks is a task of
+known, long duration; the signal comes while it is in flight.
+"""
+
+import pytest
+from shoestring_host import (
+    blocked_once,
+    broker_is_redis,
+    fake_call,
+    host_time,
+    invocation,
+    journal,
+    main_pid,
+    manage_shell,
+    redis_cli,
+    start_campaign,
+    wait_for_campaign,
+    wait_for_log,
+    wait_until,
+)
+
+BULK = "shoestring-worker-bulk.service"
+LATENCY_MS = 8000
+FOLLOWERS = 50  # one batch
+
+
+def trigger_restart(host):
+    host.check_output("systemctl restart --no-block %s", BULK)
+
+
+def trigger_lifetime_expiry(host):
+    # GNU timeout's own timer is SIGALRM: receiving it is exactly the lifetime ending.
+    host.check_output("kill -ALRM %s", str(main_pid(host, BULK)))
+
+
+TRIGGERS = {"systemctl restart": trigger_restart, "lifetime expiry": trigger_lifetime_expiry}
+
+
+def clear_bulk_work(host):
+    """Drop the batches and campaigns earlier tests left (the browser journey's thousands of
+    unblocks would hold the bulk pool, and their calls would take LATENCY_MS too); returns
+    the messages still in the bulk queue."""
+    manage_shell(
+        host,
+        "from blocking.models import Batch, Campaign; Batch.objects.all().delete();"
+        " print(Campaign.objects.filter(status='running').update(status='cancelled'))",
+    )
+    return int(redis_cli(host, "llen", "bulk").stdout.strip() or 0)
+
+
+@pytest.fixture
+def slow_network(host, fake_bluesky):
+    if not broker_is_redis(host):
+        pytest.skip("proved once, in the default (Redis) scenario")
+    # The bulk pool must be idle, or the batch this test waits for queues behind others.
+    assert wait_until(lambda: clear_bulk_work(host) == 0, 60), "the bulk queue stays busy"
+    yield
+    fake_call(host, "POST", "/_fake/config", {"latency_ms": 0})
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_task_in_flight_finishes_when_the_pool_restarts(host, slow_network, trigger):
+    since = host_time(host)
+    old_worker = invocation(host, BULK)
+    campaign_id = start_campaign(
+        host,
+        FOLLOWERS,
+        latency_ms=LATENCY_MS,
+        write_points_per_hour=1_000_000,
+        write_points_per_day=1_000_000,
+    )
+    try:
+        received_at, _, received = wait_for_log(
+            host, BULK, since, r"Task blocking\.act_on_batch\[(?P<id>[0-9a-f-]+)\] received", 120
+        )
+    except AssertionError as error:
+        campaign = manage_shell(
+            host,
+            "from blocking.models import Campaign;"
+            f" c = Campaign.objects.get(pk={campaign_id}); print(c.status, repr(c.error))",
+        )
+        raise AssertionError(f"{error}; the campaign: {campaign}") from None
+    task_id = received["id"]
+
+    signalled_at = host_time(host)
+    TRIGGERS[trigger](host)
+
+    # Work that arrives while the old worker drains must wait in the broker.
+    stale_page = manage_shell(
+        host,
+        "from blocking import tasks;"
+        f" print(tasks.fetch_follower_page.delay({campaign_id}, 'stale-cursor').id)",
+    )
+    waited_in_broker = wait_until(
+        lambda: (
+            invocation(host, BULK) == old_worker
+            and int(redis_cli(host, "llen", "bulk").stdout.strip() or 0) >= 1
+        ),
+        10,
+    )
+
+    ended_at, ended_in, ended = wait_for_log(
+        host,
+        BULK,
+        since,
+        rf"Task blocking\.act_on_batch\[{task_id}\] (?P<outcome>succeeded|retry)"
+        rf"( in (?P<seconds>[0-9.]+)s)?|WorkerLostError",
+        120,
+    )
+    assert ended["outcome"] == "succeeded", f"the task in flight did not finish: {ended[0]}"
+    assert ended_in == old_worker, "the task was run again by a new worker, not finished"
+    assert received_at < signalled_at < ended_at
+
+    assert wait_until(lambda: invocation(host, BULK) not in ("", old_worker), 60)
+    assert waited_in_broker, (
+        "the message queued during the warm shutdown was not left in the broker"
+    )
+    consumed_at, consumed_in, _ = wait_for_log(
+        host, BULK, since, rf"Task blocking\.fetch_follower_page\[{stale_page}\] received", 60
+    )
+    assert consumed_in not in ("", old_worker)
+    assert ended_at < consumed_at
+
+    assert wait_for_campaign(host, campaign_id, timeout=120) == "done"
+    blocked_once(host, FOLLOWERS)
+    log = "\n".join(message for _, _, message in journal(host, BULK, since))
+    assert "WorkerLostError" not in log
+    assert "exited with 'signal" not in log
+    assert "Warm shutdown" in log
+
+    print(
+        f"\n{trigger}: act_on_batch received at +0.0s,"
+        f" signal at +{signalled_at - received_at:.1f}s,"
+        f" finished at +{ended_at - received_at:.1f}s (it ran {float(ended['seconds']):.1f}s,"
+        " in the old worker); work queued meanwhile taken by the new worker at"
+        f" +{consumed_at - received_at:.1f}s"
+    )
