@@ -104,12 +104,12 @@ def provision(names, out_dir):
     for name in names:
         role = next(k for k, v in HOSTS.items() if v == name)
         log_file = open(out_dir / f"provision-{role}.log", "w")  # noqa: SIM115
+        # The inventory names the host shoestring-bench-<role>; the container is `name`.
+        command = ["ansible-playbook", "-i", f"inventory/bench/{role}.yml", "site.yml"]
+        command += ["-e", f"ansible_host={name}"]
         processes[name] = (
             subprocess.Popen(
-                [
-                    "ansible-playbook", "-i", f"inventory/bench/{role}.yml",
-                    "-e", f"ansible_host={name}", "site.yml",
-                ],  # fmt: skip
+                command,
                 cwd=REPO,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -1,5 +1,6 @@
 """The seed's naive settings that only the benchmark's naive host uses (docs/benchmarks.md):
-one task per blocked account, and the next follower page as a Celery countdown task."""
+one blocked account per Batch row (one task and one applyWrites each), and the next follower
+page as a Celery countdown task instead of a due row that beat releases."""
 
 import os
 from unittest import mock
@@ -7,8 +8,8 @@ from unittest import mock
 import pytest
 from conftest import run_manage
 
-from blocking import tasks
-from blocking.models import Campaign
+from blocking import pacing, tasks
+from blocking.models import Batch, Campaign
 from blocking.network import client_for
 
 pytestmark = pytest.mark.django_db
@@ -29,48 +30,61 @@ def followers_campaign(user, count):
     )
 
 
-def fetch_first_page(campaign, queued, capture_on_commit):
-    """Run the first page's task here; returns the mock of the next page's countdown."""
+def fetch_first_page(campaign, capture_on_commit):
+    """Run the first page's task here (nothing sent to a worker); returns the mock of the
+    next page's countdown and the sizes of the Batch rows the page became."""
     with (
-        mock.patch.object(tasks.act_on_batch, "delay") as batch,
+        mock.patch.object(pacing, "dispatch"),
         mock.patch.object(tasks.fetch_follower_page, "apply_async") as next_page,
         capture_on_commit(execute=True),
     ):
         tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
-    queued.extend(call.args for call in batch.call_args_list)
     campaign.refresh_from_db()
-    return next_page
+    sizes = [
+        len(dids) for dids in Batch.objects.filter(campaign=campaign).values_list("dids", flat=True)
+    ]
+    return next_page, sizes
 
 
-def test_by_default_the_next_page_is_a_due_time_released_by_beat(
+def test_by_default_the_next_page_is_a_due_row_released_by_beat(
     person, settings, django_capture_on_commit_callbacks
 ):
     settings.FOLLOWER_PAGE_SIZE = 100
     campaign = followers_campaign(person(), 250)
-    queued = []
-    next_page = fetch_first_page(campaign, queued, django_capture_on_commit_callbacks)
+    next_page, sizes = fetch_first_page(campaign, django_capture_on_commit_callbacks)
     assert campaign.next_page_at is not None
     next_page.assert_not_called()
-    assert [len(dids) for _, dids in queued] == [50, 50]
+    assert sizes == [50, 50]
 
 
-def test_naive_release_holds_the_next_page_as_a_countdown_with_one_task_per_account(
+def test_naive_release_holds_the_next_page_as_a_countdown_with_one_block_per_batch(
     person, settings, django_capture_on_commit_callbacks
 ):
     settings.FOLLOWER_PAGE_SIZE = 100
     settings.FOLLOWER_PAGE_RELEASE = "countdown"
     settings.BLOCK_BATCH_SIZE = 1
     campaign = followers_campaign(person(), 250)
-    queued = []
-    next_page = fetch_first_page(campaign, queued, django_capture_on_commit_callbacks)
+    next_page, sizes = fetch_first_page(campaign, django_capture_on_commit_callbacks)
     # Nothing for beat to release: the only copy of the next page is the countdown task.
     assert campaign.next_page_at is None
     assert not campaign.pages_done
+    assert campaign.cursor
     next_page.assert_called_once_with(
         (campaign.pk, campaign.cursor), countdown=settings.FOLLOWER_PAGE_DELAY_S
     )
-    assert len(queued) == 100
-    assert all(len(dids) == 1 for _, dids in queued)
+    assert sizes == [1] * 100
+
+
+def test_naive_release_leaves_the_last_page_to_no_one(
+    person, settings, django_capture_on_commit_callbacks
+):
+    settings.FOLLOWER_PAGE_SIZE = 500
+    settings.FOLLOWER_PAGE_RELEASE = "countdown"
+    campaign = followers_campaign(person(), 250)
+    next_page, sizes = fetch_first_page(campaign, django_capture_on_commit_callbacks)
+    assert campaign.pages_done
+    next_page.assert_not_called()
+    assert sum(sizes) == 250
 
 
 @pytest.mark.parametrize(
