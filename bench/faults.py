@@ -1,7 +1,7 @@
 """make faults: on the tuned host under a smaller load of the same kind, inject each fault,
 let the appliance recover, then ask the fake network for the truth. One table row per fault:
-blocks expected, made, missing, duplicated; unblocks due and done; rows left pending or
-releasing; seconds to recover (from the moment the fault ended).
+blocks expected, made, missing, duplicated; unblocks due and done; Batch rows left
+waiting (ready) or queued; seconds to recover (from the moment the fault ended).
 
     python -m bench.faults [--quick] [--only NAME,...] [--deadline-s 900] [--reuse] [--keep]
 """
@@ -175,7 +175,7 @@ class Fault:
     name: str
     title: str
     inject: object
-    # Quick: recovers within minutes today and runs in make test (the killed worker's
+    # Quick: recovers within minutes today and runs in make bench-smoke (the killed worker's
     # rows wait out their 5-minute lease; the OOM kill recovers in about a minute).
     quick: bool
 
@@ -223,7 +223,7 @@ def run_fault(fault, out, deadline_s):
 def table(rows):
     lines = [
         "| fault | blocks expected | made | missing | duplicated | unblocks due | done |"
-        " rows pending / releasing | seconds to recover |",
+        " batch rows ready / queued | seconds to recover |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -236,7 +236,7 @@ def table(rows):
         lines.append(
             f"| {r['title']} | {r['blocks_expected']:,} | {r['blocks_made']:,} |"
             f" {r['blocks_missing']:,} | {r['blocks_duplicated']:,} | {r['unblocks_due']:,} |"
-            f" {r['unblocks_done']:,} | {r['rows_pending']:,} / {r['rows_releasing']:,} |"
+            f" {r['unblocks_done']:,} | {r['rows_ready']:,} / {r['rows_queued']:,} |"
             f" {recovered} |"
         )
     lines.append("")
@@ -246,7 +246,9 @@ def table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="only the quick faults (make test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the quick faults (make bench-smoke)"
+    )
     parser.add_argument("--only", default="", help="comma-separated fault names")
     parser.add_argument(
         "--deadline-s", type=float, default=float(os.environ.get("FAULTS_DEADLINE_S", "900"))
@@ -302,7 +304,7 @@ def main(argv=None):
 
 
 def quick_problems(rows):
-    """make test's verdict on the quick faults: the appliance handles these today, so a
+    """make bench-smoke's verdict on the quick faults: the appliance handles these today, so a
     lost, duplicated or stranded block (or no recovery in time) is a regression."""
     problems = []
     for r in rows:
@@ -313,8 +315,8 @@ def quick_problems(rows):
             "missing": r["blocks_missing"],
             "duplicated": r["blocks_duplicated"],
             "unblocks not done": r["unblocks_due"] - r["unblocks_done"],
-            "rows pending": r["rows_pending"],
-            "rows releasing": r["rows_releasing"],
+            "batch rows ready": r["rows_ready"],
+            "batch rows queued": r["rows_queued"],
         }
         problems += [f"{r['fault']}: {n} {what}" for what, n in figures.items() if n]
         if r["recovered_after_s"] is None:

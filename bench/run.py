@@ -214,7 +214,7 @@ def parse(argv):
         "--keep",
         action="store_true",
         default=env("BENCH_KEEP") == "1",
-        help="leave the last host measured running (make test's faults reuse it)",
+        help="leave the last host measured running (make bench-smoke's faults reuse it)",
     )
     parser.add_argument("--reuse", action="store_true", default=env("BENCH_REUSE") == "1")
     args = parser.parse_args(argv)

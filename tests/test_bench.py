@@ -322,8 +322,8 @@ def fault_row(**changes):
         "blocks_duplicated": 0,
         "unblocks_due": 1000,
         "unblocks_done": 1000,
-        "rows_pending": 0,
-        "rows_releasing": 0,
+        "rows_ready": 0,
+        "rows_queued": 0,
         "recovered_after_s": 361.3,
         "deadline_s": 900.0,
     }
@@ -355,9 +355,9 @@ def test_quick_faults_fail_on_any_lost_duplicated_or_stranded_block():
     from bench.faults import quick_problems
 
     assert quick_problems([fault_row()]) == []
-    assert quick_problems([fault_row(blocks_missing=3, rows_pending=3)]) == [
+    assert quick_problems([fault_row(blocks_missing=3, rows_ready=3)]) == [
         "worker-child-kill: 3 missing",
-        "worker-child-kill: 3 rows pending",
+        "worker-child-kill: 3 batch rows ready",
     ]
     assert quick_problems([fault_row(blocks_duplicated=1)]) == ["worker-child-kill: 1 duplicated"]
     assert quick_problems([fault_row(unblocks_done=990, recovered_after_s=None)]) == [

@@ -120,10 +120,9 @@ def load(args):
 def _unfinished_rows(psql, usernames):
     rows = _query(
         psql,
-        "SELECT a.state, count(*) FROM blocking_actionrecord a"  # noqa: S608
-        " JOIN auth_user u ON u.id = a.owner_id"
-        f" WHERE u.username IN {sql_list(usernames)}"
-        " AND a.state IN ('pending', 'releasing') GROUP BY a.state",
+        "SELECT b.state, count(*) FROM blocking_batch b"  # noqa: S608
+        " JOIN auth_user u ON u.id = b.owner_id"
+        f" WHERE u.username IN {sql_list(usernames)} GROUP BY b.state",
     )
     return {state: int(count) for state, count in rows}
 
@@ -166,8 +165,8 @@ def check(args):
         "blocks_duplicated": duplicated,
         "unblocks_due": undoer["due"],
         "unblocks_done": undoer["due"] - undo_left,
-        "rows_pending": unfinished.get("pending", 0),
-        "rows_releasing": unfinished.get("releasing", 0),
+        "rows_ready": unfinished.get("ready", 0),
+        "rows_queued": unfinished.get("queued", 0),
         "campaigns": {str(k): v for k, v in campaigns.items()},
         "recovered_after_s": recovered_after,
         "deadline_s": args.deadline_s,
