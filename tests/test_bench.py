@@ -245,6 +245,26 @@ def test_the_broker_probe_reads_depths_ages_and_what_workers_hold(redis_server):
     assert later["used_memory"] > 0
 
 
+def test_the_broker_probe_logs_in_as_celerys_acl_account(redis_server):
+    """The appliance's Celery account (roles/redis) lacks the @dangerous commands, INFO
+    among them: the probe still reads the queues, and says Redis' memory is unknown."""
+    redis_server.command(
+        "ACL", "SETUSER", "celery", "on", ">pw", "~*", "&*", "+@all", "-@dangerous"
+    )
+    redis_server.command("LPUSH", "bulk", json.dumps({"tag": 1}))
+    url = f"redis://celery:pw@{redis_server.host}:{redis_server.port}/0"
+    probe = broker.Broker(broker.Redis(url))
+    for now in (1.0, 2.0):
+        sample = probe.sample(now)
+        assert sample["depth"]["bulk"] == 1
+        assert sample["used_memory"] is None
+    assert probe.info_refused
+    with pytest.raises(broker.RedisError, match="WRONGPASS"):
+        broker.Redis(f"redis://celery:nope@{redis_server.host}:{redis_server.port}/0").command(
+            "PING"
+        )
+
+
 def test_the_broker_probe_says_so_when_the_broker_is_down():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

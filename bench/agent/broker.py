@@ -32,6 +32,7 @@ class Redis:
     def __init__(self, url, timeout=5.0):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
+        self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.db = int(parts.path.lstrip("/") or 0)
         self.timeout = timeout
@@ -41,7 +42,9 @@ class Redis:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self._file = self._sock.makefile("rb")
         if self.password:
-            self._send("AUTH", self.password)
+            # An ACL account (Celery's own, redis://celery:pw@...) or requirepass alone.
+            credentials = [self.username, self.password] if self.username else [self.password]
+            self._send("AUTH", *credentials)
         if self.db:
             self._send("SELECT", self.db)
 
@@ -100,6 +103,7 @@ class Broker:
     def __init__(self, redis, queues=QUEUES):
         self.redis, self.queues = redis, queues
         self.heads = {queue: deque() for queue in queues}
+        self.info_refused = False
 
     def _oldest_age(self, queue, now):
         heads = self.heads[queue]
@@ -126,10 +130,27 @@ class Broker:
             unacked = self.redis.command("HLEN", "unacked")
             first = self.redis.command("ZRANGE", "unacked_index", 0, 0, "WITHSCORES")
             held_for = round(now - float(first[1]), 1) if first else 0.0
-            memory = self.redis.command("INFO", "memory").decode()
         except RedisError:
             return None
-        used = next(
+        return {
+            "depth": depth,
+            "oldest_s": oldest,
+            "unacked": unacked,
+            "unacked_oldest_s": held_for,
+            "used_memory": self._used_memory(),
+        }
+
+    def _used_memory(self):
+        """Redis' own count of its memory; None where the account may not run INFO (Celery's
+        account lacks the @dangerous commands, INFO among them)."""
+        if self.info_refused:
+            return None
+        try:
+            memory = self.redis.command("INFO", "memory").decode()
+        except RedisError as error:
+            self.info_refused = "NOPERM" in str(error)
+            return None
+        return next(
             (
                 int(line.split(":")[1])
                 for line in memory.splitlines()
@@ -137,13 +158,6 @@ class Broker:
             ),
             None,
         )
-        return {
-            "depth": depth,
-            "oldest_s": oldest,
-            "unacked": unacked,
-            "unacked_oldest_s": held_for,
-            "used_memory": used,
-        }
 
 
 def broker_url(config_dir="/etc/shoestring"):
