@@ -1,0 +1,109 @@
+"""make test's share of the benchmark: a short load from the benchmark's own agent
+(bench/agent) on this converged host, so the harness never rots between `make bench` runs.
+
+Two people block the followers of one 2,000-follower account through the pages while a
+third clicks single-account blocks and a reader loads the campaign page, until every
+campaign is done (at most 90 s). The figures are printed, never judged: this host is not a
+bench host (no counted loop device, so no write IOs; CPUs shared with the rest of CI). The
+test fails only when something was not measured: no blocks, no WAL, a service not sampled,
+the broker not read, a page or a click not timed, a block made twice.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from shoestring_host import broker_is_redis
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO))
+
+from bench import analysis  # noqa: E402
+from bench.agent.fake import target_handle  # noqa: E402
+from bench.run import APPLIANCE_UNITS  # noqa: E402
+
+AGENT_HOME = "/opt/shoestring-bench"
+LOAD_S = 90
+
+
+@pytest.fixture
+def agent_in_host(host):
+    """bench/agent copied onto the host's root disk, removed afterwards."""
+    name = host.backend.get_hostname()
+    subprocess.run(["docker", "exec", name, "mkdir", "-p", AGENT_HOME], check=True)
+    tar = subprocess.Popen(
+        ["tar", "-C", str(REPO / "bench"), "--exclude", "__pycache__", "-cf", "-", "agent"],
+        stdout=subprocess.PIPE,
+    )
+    subprocess.run(
+        ["docker", "exec", "-i", name, "tar", "-C", AGENT_HOME, "-xf", "-"],
+        stdin=tar.stdout,
+        check=True,
+    )
+    tar.wait()
+    yield name
+    subprocess.run(["docker", "exec", name, "rm", "-rf", AGENT_HOME], check=False)
+
+
+def _ms(seconds):
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def figures_line(f):
+    services = ", ".join(
+        f"{unit} {s['end_mib']:.0f}"
+        for unit, s in sorted(f["services"].items())
+        if unit.startswith(APPLIANCE_UNITS) and s.get("end_mib") is not None
+    )
+    wal = f["wal_bytes_per_block"]
+    clicks, page = f["clicks"], f["campaign_page"]
+    return (
+        f"bench smoke on the Molecule host ({f['seconds']:.0f} s of load): "
+        f"{f['blocks']:,} blocks ({f['blocks_per_s']:.1f}/s), "
+        f"WAL {'n/a' if wal is None else f'{wal:.0f}'} bytes/block, "
+        f"single block click to record p50/p99 {_ms(clicks['p50_s'])}/{_ms(clicks['p99_s'])} ms"
+        f" (n={clicks['count']}, failed {clicks['failed']}), "
+        f"campaign page p50/p99 {_ms(page['p50_s'])}/{_ms(page['p99_s'])} ms, "
+        f"broker depth max {f['broker_depth_max']}, held by workers max "
+        f"{f['broker_unacked_max']}; RSS MiB at the end: {services}"
+    )
+
+
+def test_a_short_load_from_the_bench_agent_is_measured(host, fake_bluesky, agent_in_host, capsys):
+    if not broker_is_redis(host):
+        pytest.skip("the agent's broker probe reads Redis; this host's broker is SQS")
+    started = time.monotonic()
+    docker = ["docker", "exec", "-w", AGENT_HOME, "-e", "PYTHONDONTWRITEBYTECODE=1"]
+    run_id = f"m{int(time.time()) % 100000}"
+    load = f"--people 2 --clickers 1 --click-every-s 3 --read-every-s 2 --seconds {LOAD_S}"
+    load += " --idle-s 3 --flush-s 2 --stagger-s 0 --until-done"
+    agent = ["python3", "-m", "agent", "run", "--devices", "", "--run-id", run_id]
+    agent += ["--targets", target_handle("benchsmoke", 2000), *load.split()]
+    result = subprocess.run(
+        [*docker, agent_in_host, *agent],
+        capture_output=True,
+        text=True,
+        timeout=LOAD_S + 120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    f = analysis.summarize(records, baseline_iops=100, compression=1.0)
+    with capsys.disabled():
+        print(f"\n{figures_line(f)} (wall {time.monotonic() - started:.0f} s)")
+    checks = {
+        "samples every second under load": f["samples"] >= 5,
+        "blocks made": f["blocks"] > 0,
+        "WAL counted": f["wal_bytes"] > 0,
+        "every appliance service sampled": all(
+            any(unit.startswith(prefix) for unit in f["services"]) for prefix in APPLIANCE_UNITS
+        ),
+        "single-account blocks timed": f["clicks"]["count"] > 0,
+        "campaign page timed": f["campaign_page"]["count"] > 0,
+        "the broker sampled every second": f["broker_samples_missing"] == 0,
+        "no block made twice": f["duplicates"] == 0,
+    }
+    assert not [name for name, ok in checks.items() if not ok], figures_line(f)
