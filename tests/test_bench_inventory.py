@@ -57,7 +57,10 @@ def settings_of(tmp_path, host):
             ANSIBLE_ROLES_PATH=str(roles_dir),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_STDOUT_CALLBACK="default",
+            # One JSON line per result, whatever ansible.cfg asks for (yaml folds long ones).
+            ANSIBLE_CALLBACK_RESULT_FORMAT="json",
         ),
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
