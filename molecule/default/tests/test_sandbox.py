@@ -12,6 +12,7 @@ UNITS = [
     "shoestring-worker-bulk.service",
     "shoestring-worker-maintenance.service",
     "shoestring-beat.service",
+    "shoestring-backup.service",
 ]
 MAX_EXPOSURE = 3.0
 SANDBOX = {

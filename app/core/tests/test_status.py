@@ -1,0 +1,111 @@
+"""The app's half of the status screen, against a real Redis and a local SQS (moto_server):
+queue depth and the oldest message's age come from the broker itself."""
+
+import json
+import time
+
+import boto3
+import pytest
+from django.core.management import call_command
+
+from config.celery_app import app as celery_app
+from core.queues import queue_stats
+
+
+@pytest.fixture
+def redis_broker(redis_url, settings):
+    """A database of the test Redis no worker consumes from."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    settings.CELERY_BROKER_URL = url
+    return url
+
+
+def test_redis_queue_depth_and_the_oldest_messages_age(redis_broker):
+    with celery_app.connection_for_write(redis_broker) as connection:
+        celery_app.send_task("probe.first", queue="bulk", connection=connection)
+        time.sleep(1.2)
+        celery_app.send_task("probe.second", queue="bulk", connection=connection)
+    stats = {row["queue"]: row for row in queue_stats()}
+    assert stats["bulk"]["waiting"] == 2
+    assert stats["interactive"]["waiting"] == 0
+    assert stats["interactive"]["oldest_age_s"] is None
+    # The oldest message is the first one sent, not the newest.
+    assert 1.2 <= stats["bulk"]["oldest_age_s"] < 30
+    assert stats["interactive"]["reserved_all_queues"] == 0
+
+
+@pytest.fixture
+def sqs_broker(moto_sqs, settings, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    prefix = f"status-{time.monotonic_ns()}-"
+    base = f"{moto_sqs}/123456789012/"
+    settings.CELERY_BROKER_URL = "sqs://testing:testing@" + moto_sqs.removeprefix("http://")
+    settings.SQS_ENDPOINT_URL = moto_sqs
+    settings.SQS_REGION = "us-east-1"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "predefined_queues": {
+            name: {"url": f"{base}{prefix}{name}"} for name in settings.CELERY_QUEUE_NAMES
+        }
+    }
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_sqs)
+    urls = {}
+    for name in settings.CELERY_QUEUE_NAMES:
+        urls[name] = sqs.create_queue(QueueName=f"{prefix}{name}")["QueueUrl"]
+        urls[f"{name}-dead"] = sqs.create_queue(QueueName=f"{prefix}{name}-dead")["QueueUrl"]
+    return sqs, urls
+
+
+def test_sqs_queue_depth_in_flight_delayed_and_dead_letters(sqs_broker):
+    sqs, urls = sqs_broker
+    for _ in range(3):
+        sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}")
+    sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}", DelaySeconds=600)
+    sqs.receive_message(QueueUrl=urls["bulk"], MaxNumberOfMessages=1, VisibilityTimeout=600)
+    sqs.send_message(QueueUrl=urls["interactive-dead"], MessageBody="{}")
+    stats = {row["queue"]: row for row in queue_stats()}
+    assert (stats["bulk"]["waiting"], stats["bulk"]["in_flight"], stats["bulk"]["delayed"]) == (
+        2,
+        1,
+        1,
+    )
+    assert stats["interactive"]["dead"] == 1
+    assert stats["bulk"]["dead"] == 0
+    # moto has no CloudWatch data points for SQS: the age is unknown, not made up.
+    assert stats["bulk"]["oldest_age_s"] is None
+
+
+@pytest.mark.django_db
+def test_the_status_command_names_campaigns_rate_limits_and_kill_switches(
+    redis_broker, django_user_model, capsys
+):
+    from blocking.models import Campaign, KillSwitch, LinkedAccount
+    from django.utils import timezone
+
+    user = django_user_model.objects.create_user("status-probe")
+    Campaign.objects.create(
+        user=user, target_handle="t.test", target_did="did:plc:t", action="block", scope="followers"
+    )
+    account = LinkedAccount(
+        user=user, handle="p.test", did="did:plc:p", service_url="https://pds.example"
+    )
+    account.app_password = "x" * 19
+    account.rate_limited_until = timezone.now() + timezone.timedelta(minutes=5)
+    account.save()
+    KillSwitch.objects.create(task_name="blocking.act_on_batch", engaged=True, reason="rollback")
+    KillSwitch.objects.create(task_name="blocking.fetch_follower_page", engaged=False)
+
+    call_command("status", "--json")
+    status = json.loads(capsys.readouterr().out)
+    assert status["campaigns_running"] == 1
+    assert status["people_rate_limited"] == 1
+    assert status["kill_switches"] == [{"task": "blocking.act_on_batch", "reason": "rollback"}]
+
+    call_command("status")
+    text = capsys.readouterr().out
+    assert "kill switches engaged: blocking.act_on_batch (rollback)" in text
+    assert "campaigns running: 1   people waiting on a rate limit: 1" in text
+    assert "bulk" in text
