@@ -165,6 +165,11 @@ BAD_SETTINGS = [
         ["status_disk_used_warn_percent must be 1-100", "got 150"],
         id="status-disk-threshold-over-100",
     ),
+    pytest.param(
+        {"guard_pause_below_percent": 60, "guard_resume_above_percent": 50},
+        ["guard_resume_above_percent must be above", "got 50 and 60"],
+        id="guard-resumes-below-its-pause-threshold",
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ UNITS = [
     "shoestring-worker-maintenance.service",
     "shoestring-beat.service",
     "shoestring-backup.service",
+    "shoestring-guard.service",
 ]
 MAX_EXPOSURE = 3.0
 SANDBOX = {

@@ -32,6 +32,8 @@ def test_one_screen_shows_units_memory_disk_queues_backup_certificate_and_errors
     assert re.search(r"pressure some avg10=[0-9.]+", out)
     assert re.search(r"OOM kills \d+", out)
     assert re.search(r"  / +\d+% used, [0-9.]+ GiB free", out)
+    assert re.search(r"bulk work (running|PAUSED) .*last reading \d+s ago", out)
+    assert re.search(r"burst balance [0-9.]+% \(gp[23] ", out)
     for queue in QUEUES:
         assert re.search(rf"^  {queue} +\d+ ", out, re.MULTILINE), queue
     assert "campaigns running " in out

@@ -137,7 +137,7 @@ def guard_section(config, problems):
     lines = [
         "GUARD AND BURST BALANCE",
         f"  bulk work {'PAUSED' if state.get('paused') else 'running'}"
-        f" ({state.get('reason', '')}), decided {ago(age)}",
+        f" ({state.get('reason', '')}), last reading {ago(age)}",
         f"  burst balance {state.get('burst_balance_percent', 0):.1f}%"
         f" ({state.get('volume', '?')}), {state.get('iops', 0):.0f} IOPS now,"
         f" memory pressure some avg10={state.get('memory_some_avg10', 0)}",
@@ -145,7 +145,7 @@ def guard_section(config, problems):
     if state.get("paused"):
         problems.append(f"the guard paused bulk work: {state.get('reason', '')}")
     if age > 120:
-        problems.append(f"the guard has not decided for {ago(age)}")
+        problems.append(f"the guard has not read the disk for {ago(age)}")
     return lines
 
 
