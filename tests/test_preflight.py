@@ -170,6 +170,11 @@ BAD_SETTINGS = [
         ["guard_resume_above_percent must be above", "got 50 and 60"],
         id="guard-resumes-below-its-pause-threshold",
     ),
+    pytest.param(
+        {"monitoring_scrape_interval_s": 300},
+        ["monitoring_scrape_interval_s must be 5-60", "got 300"],
+        id="metrics-once-in-five-minutes",
+    ),
 ]
 
 
