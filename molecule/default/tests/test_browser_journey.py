@@ -258,12 +258,19 @@ def journey(browser, base_url, screenshots):
 
 
 def is_stale(element):
-    from selenium.common.exceptions import StaleElementReferenceException
+    """The page the element was on has been replaced by the next one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.tag_name  # noqa: B018 - touching it is the check
     except StaleElementReferenceException:
         return True
+    except WebDriverException as error:
+        # Chromium answers this instead of "stale" when it is asked in the
+        # instant the old document goes away.
+        if "does not belong to the document" in str(error):
+            return True
+        raise
     return False
 
 
