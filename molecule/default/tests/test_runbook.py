@@ -125,7 +125,7 @@ def test_every_runbook_command_runs_on_the_host_and_says_what_it_should(
             )
         if "systemctl restart shoestring-web.service" in command:
             assert wait_until(
-                lambda: host.run("curl -sk https://localhost/healthz").stdout == "ok", 30
+                lambda: host.run("curl -sk https://localhost/healthz").stdout.strip() == "ok", 30
             )
         ran += 1
     print(f"\nran {ran} runbook commands; not run here:")
