@@ -160,6 +160,8 @@ WORKER_SETTINGS = {
     "SHOESTRING_RETRY_BASE_S": "1",
     "SHOESTRING_MAX_COUNTDOWN_S": "5",
     "SHOESTRING_KILL_SWITCH_RETRY_S": "1",
+    # A stalled call fails after 5 s, so the fault tests need not wait Bluesky's 20.
+    "BLUESKY_TIMEOUT_S": "5",
 }
 
 

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from .models import Campaign, KillSwitch, LinkedAccount, TokenBucket
+from .models import AddressBudget, Batch, Campaign, KillSwitch, LinkedAccount, TokenBucket
 
 
 @admin.register(TokenBucket)
@@ -68,3 +68,26 @@ class CampaignAdmin(admin.ModelAdmin):
     list_filter = ["status", "action"]
     search_fields = ["user__username", "target_handle"]
     readonly_fields = [f.name for f in Campaign._meta.fields]
+
+
+@admin.register(AddressBudget)
+class AddressBudgetAdmin(admin.ModelAdmin):
+    """The shared per-address budget: raise capacity or refill_per_s only if Bluesky gave
+    this appliance's address a larger limit."""
+
+    list_display = ("name", "tokens", "capacity", "refill_per_s", "refilled_at")
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Work waiting for the network; beat releases it. Read only: change work through its
+    campaign (cancel) or the kill switches."""
+
+    list_display = ("id", "owner", "op", "state", "not_before", "failures", "requeued")
+    list_filter = ("op", "state")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -47,7 +47,7 @@ def parse_cursor(value):
 
 def page_for(user, query="", after="", before=""):
     query = query.strip().lstrip("@").lower()
-    rows = ActionRecord.objects.filter(owner=user).exclude(state=ActionRecord.State.RELEASING)
+    rows = ActionRecord.objects.filter(owner=user)
     if query.startswith("did:"):
         rows = rows.filter(subject_did=query)
     elif query:

@@ -71,11 +71,12 @@ def debit(user, cost) -> bool:
         return cursor.fetchone() is not None
 
 
-def credit(user, amount):
-    """Give back tokens (work that was refused before it cost anything), up to capacity."""
+def credit(user_id, amount):
+    """Give back tokens (work that was refused before it cost anything), up to capacity.
+    Takes the user's id: the workers that give tokens back may not read auth_user."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE blocking_tokenbucket SET tokens = LEAST(capacity, {_REFILLED} + %s),"  # noqa: S608
             " refilled_at = GREATEST(refilled_at, clock_timestamp()) WHERE user_id = %s",
-            [amount, user.pk],
+            [amount, user_id],
         )

@@ -3,9 +3,10 @@
 Bluesky lets one account spend 5,000 write points an hour and 35,000 a day, and
 creating a block record costs 3 points: about 1,666 blocks an hour, and no more
 than about 11,666 a day. The estimate assumes the account's budget is unspent
-now (what the network last refused, rate_limited_until, is added), and that
-every running block campaign of the person shares it, so a campaign ends no
-sooner than all of them together could. Follower pages come one per
+now, plus any wait the network last imposed (a refusal, or points it reported
+spent: LinkedAccount.budget_wait_until), and that every running block campaign
+of the person shares it, so a campaign ends no sooner than all of them together
+could. Follower pages come one per
 SHOESTRING_FOLLOWER_PAGE_DELAY_S, which bounds it too.
 """
 
@@ -93,8 +94,9 @@ def for_campaign(campaign, account=None, now=None):
         )
         paging = int(next_page + max(0, pages_left - 1) * settings.FOLLOWER_PAGE_DELAY_S)
     waiting = 0
-    if account is not None and account.is_rate_limited():
-        waiting = int((account.rate_limited_until - now).total_seconds())
+    until = account.budget_wait_until(now) if account is not None else None
+    if until:
+        waiting = int((until - now).total_seconds())
     # Even work inside the budget takes the workers a little while.
     seconds = max(writes, paging, 60 if remaining else 0) + waiting
     limit = "the demo network's limit" if settings.DEMO_NETWORK else "Bluesky's limit"

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -23,6 +24,14 @@ class LinkedAccount(models.Model):
     )
     disabled_reason = models.CharField(max_length=300, blank=True)
     rate_limited_until = models.DateTimeField(null=True, blank=True)
+    # The write budget the network last reported for this account (ratelimit-remaining and
+    # -reset of a write whose tightest limit was the account's own): what pacing spends.
+    write_points_left = models.PositiveIntegerField(null=True, blank=True)
+    write_window_reset_at = models.DateTimeField(null=True, blank=True)
+    # The person asked to lift every block and mute held for them (release_expired takes
+    # them all, a bounded number a pass), and perhaps to unlink once they are lifted.
+    lift_all_requested_at = models.DateTimeField(null=True, blank=True)
+    unlink_requested_at = models.DateTimeField(null=True, blank=True)
     linked_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -38,6 +47,21 @@ class LinkedAccount(models.Model):
 
     def is_rate_limited(self):
         return bool(self.rate_limited_until and self.rate_limited_until > timezone.now())
+
+    def budget_wait_until(self, now=None):
+        """When this account may write again, if it may not now: the network refused it
+        (rate_limited_until), or the points it last reported will not pay for a batch."""
+        now = now or timezone.now()
+        if self.rate_limited_until and self.rate_limited_until > now:
+            return self.rate_limited_until
+        batch_points = settings.BLOCK_BATCH_SIZE * settings.BLUESKY_POINTS_PER_BLOCK
+        if (
+            self.write_window_reset_at
+            and self.write_window_reset_at > now
+            and (self.write_points_left or 0) < batch_points
+        ):
+            return self.write_window_reset_at
+        return None
 
 
 class TokenBucket(models.Model):
@@ -84,13 +108,19 @@ class Campaign(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     expected = models.PositiveIntegerField(default=0)
     tokens_debited = models.PositiveIntegerField(default=0)
+    # Given back when the campaign failed or was cancelled before spending them all.
+    tokens_refunded = models.PositiveIntegerField(default=0)
     found = models.PositiveIntegerField(default=0)
     acted = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     cursor = models.CharField(max_length=512, blank=True)
     pages_done = models.BooleanField(default=False)
+    # When beat releases the next follower page. Set when the campaign is created, so a
+    # lost start_campaign message is recovered from data.
     next_page_at = models.DateTimeField(null=True, blank=True)
+    # Network errors fetching follower pages in a row; waits never count.
+    page_failures = models.PositiveSmallIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -120,35 +150,39 @@ class Campaign(models.Model):
         return min(100, int(100 * self.processed / self.expected))
 
 
+def campaign_link():
+    """The campaign a row came from: only shown or filtered on, never joined on or cascaded
+    (campaigns go only with their user, whose rows go too), so no index and no constraint
+    to check on every insert."""
+    return models.ForeignKey(
+        Campaign,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        db_index=False,
+        db_constraint=False,
+    )
+
+
 class ActionRecord(models.Model):
-    """One block or mute the service made for a person. Millions of rows: real columns only.
+    """One block or mute the service holds for a person. Millions of rows: real columns only.
 
-    Rows are deleted once undone, so the unique constraint always means "we hold
-    this block now" and a later campaign may block the same account again.
+    A row is written once, when the network confirmed the block (with its record key), and
+    deleted when the block is lifted: the work before and after lives in Batch rows, one
+    per up to 50 accounts, so a block costs one row write while it is made. The unique
+    constraint always means "we hold this block now"; a later campaign may block again.
     """
-
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        RELEASING = "releasing", "Being undone"
 
     # No index of its own: the unique constraint's index starts with owner.
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
-    # No index: progress is counted on the campaign row, never by scanning actions.
-    campaign = models.ForeignKey(
-        Campaign, on_delete=models.SET_NULL, null=True, blank=True, db_index=False
-    )
+    campaign = campaign_link()
     kind = models.CharField(max_length=5, choices=Action.choices)
     subject_did = models.CharField(max_length=255)
     # C collation: handles are ASCII, and byte order lets the list's index answer
     # "handles starting with ..." (LIKE 'abc%') as a range.
     subject_handle = models.CharField(max_length=253, blank=True, db_collation="C")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     rkey = models.CharField(max_length=64, blank=True)
     until = models.DateTimeField(null=True, blank=True)
-    # Set when a task last started the network write; a lease for that long.
-    attempted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,23 +194,88 @@ class ActionRecord(models.Model):
             ),
         ]
         indexes = [
-            # release_expired: the next done actions whose time is up, oldest first.
-            models.Index(
-                fields=["until"], condition=Q(state="done", until__isnull=False), name="action_due"
-            ),
+            # release_expired: the next actions whose time is up, oldest first.
+            models.Index(fields=["until"], condition=Q(until__isnull=False), name="action_due"),
             # The blocks list: a person's rows in handle order, paged by (handle, id)
             # and searched by handle prefix, without reading the rest.
             models.Index(fields=["owner", "subject_handle", "id"], name="action_by_handle"),
-            # requeue_stranded: pending or releasing work no task holds any more.
-            models.Index(
-                fields=["created_at"],
-                condition=Q(state__in=["pending", "releasing"]),
-                name="action_unfinished",
-            ),
         ]
 
     def __str__(self):
         return f"{self.kind} {self.subject_handle or self.subject_did}"
+
+
+class Batch(models.Model):
+    """Network work still to do for one person: up to BLOCK_BATCH_SIZE accounts to block,
+    mute, unblock or unmute. Durable: a lost task message, a killed worker or a database
+    restart loses nothing, because beat releases ready rows (blocking.pacing) and puts
+    queued rows whose task vanished back to ready (blocking.upkeep).
+
+    Each block's record key is made when the row is (`rkeys`), before any attempt, so
+    every retry writes the same records and the PDS refuses a duplicate.
+    """
+
+    class Op(models.TextChoices):
+        BLOCK = "block", "Block"
+        MUTE = "mute", "Mute"
+        UNBLOCK = "unblock", "Unblock"
+        UNMUTE = "unmute", "Unmute"
+
+    class State(models.TextChoices):
+        READY = "ready", "Waiting for its turn"
+        QUEUED = "queued", "Queued"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    campaign = campaign_link()
+    op = models.CharField(max_length=7, choices=Op.choices)
+    dids = ArrayField(models.CharField(max_length=255))
+    handles = ArrayField(models.CharField(max_length=253))
+    rkeys = ArrayField(models.CharField(max_length=64))
+    # A person is waiting on it (a single block, an undo from the list): goes first.
+    interactive = models.BooleanField(default=False)
+    state = models.CharField(max_length=6, choices=State.choices, default=State.READY)
+    not_before = models.DateTimeField()
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # Network errors so far; waits (budget, kill switch, database) never count.
+    failures = models.PositiveSmallIntegerField(default=0)
+    # Times the stranded-work sweep put it back to ready after its task vanished.
+    requeued = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        indexes = [
+            # pacing.dispatch: a person's ready and queued work, oldest first.
+            models.Index(fields=["owner", "state", "id"], name="batch_by_owner"),
+            # release_batches / requeue_stranded: what is due, over all people.
+            models.Index(fields=["state", "not_before"], name="batch_due"),
+        ]
+
+    def __str__(self):
+        return f"{self.op} {len(self.dids)} ({self.state})"
+
+    def points(self):
+        """Write points the network charges for this batch (creates 3, deletes 1)."""
+        if self.op == self.Op.BLOCK:
+            return settings.BLUESKY_POINTS_PER_BLOCK * len(self.dids)
+        if self.op == self.Op.UNBLOCK:
+            return settings.BLUESKY_POINTS_PER_UNBLOCK * len(self.dids)
+        return 0
+
+
+class AddressBudget(models.Model):
+    """The requests every account of this appliance may still send from its one address:
+    a token bucket shared by all worker processes (blocking.pacing). Made from the settings
+    on first use; an operator may change capacity and refill here (admin) at run time."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    tokens = models.FloatField()
+    capacity = models.FloatField()
+    refill_per_s = models.FloatField()
+    refilled_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name}: {int(self.tokens)}"
 
 
 class KillSwitch(models.Model):

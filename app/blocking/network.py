@@ -9,8 +9,24 @@ from . import crypto
 from .models import LinkedAccount
 
 
+def budget_hook(interactive):
+    """What the client calls before each request: take one from the shared per-address
+    budget (blocking.pacing). A page a person waits on is never refused: it is counted,
+    and bulk work waits longer."""
+    from . import pacing
+
+    def take(nsid):
+        if interactive == "page":
+            pacing.force_address_budget(1)
+        else:
+            pacing.take_address_budget(1, interactive=interactive)
+
+    return take
+
+
 def new_client(identifier, app_password, service_url=None, **options) -> BlueskyClient:
     """A client that signs in at service_url, by default the configured entryway."""
+    options.setdefault("before_request", budget_hook("page"))
     return BlueskyClient(
         service_url or settings.BLUESKY_SERVICE_URL,
         identifier,
@@ -21,7 +37,9 @@ def new_client(identifier, app_password, service_url=None, **options) -> Bluesky
     )
 
 
-def client_for(account: LinkedAccount) -> BlueskyClient:
+def client_for(account: LinkedAccount, interactive="page") -> BlueskyClient:
+    """A client for this account; interactive: True (a task a person waits on), False
+    (bulk work, which leaves the interactive reserve), or "page" (a web page)."""
     session = None
     if account.access_jwt_encrypted and account.refresh_jwt_encrypted:
         session = Session(
@@ -49,4 +67,5 @@ def client_for(account: LinkedAccount) -> BlueskyClient:
         service_url=account.service_url,
         session=session,
         on_session=remember,
+        before_request=budget_hook(interactive),
     )

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from bluesky.errors import CredentialsRevoked, ProviderError
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -10,7 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import blocklist, buckets, crypto, estimate, tasks
+from . import blocklist, buckets, crypto, estimate, tasks, upkeep
+from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm
 from .models import ActionRecord, Campaign, LinkedAccount
 from .network import client_for, new_client
@@ -50,17 +52,38 @@ def link(request):
             account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
             account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
             account.api_enabled, account.disabled_reason = True, ""
+            account.unlink_requested_at = None
             account.save()
             messages.success(request, f"Linked @{account.handle}.")
             return redirect("campaign_new")
-    return render(request, "blocking/link.html", {"form": form, "account": account})
+    held = ActionRecord.objects.filter(owner=request.user).count() if account else 0
+    return render(request, "blocking/link.html", {"form": form, "account": account, "held": held})
 
 
 @login_required
 @require_POST
 def unlink(request):
-    LinkedAccount.objects.filter(user=request.user).delete()
-    messages.success(request, "Unlinked: your app password and session tokens are deleted.")
+    """Running campaigns stop (unspent tokens come back). With lift=yes the blocks and
+    mutes held here are lifted first and the account is unlinked after; otherwise it is
+    unlinked now and the page says how many stay in place."""
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    if account is None:
+        return redirect("link")
+    end_campaigns(Campaign.objects.filter(user=request.user), Campaign.Status.CANCELLED)
+    held = ActionRecord.objects.filter(owner=request.user).count()
+    if held and request.POST.get("lift") == "yes" and account.api_enabled:
+        LinkedAccount.objects.filter(pk=account.pk).update(
+            lift_all_requested_at=timezone.now(), unlink_requested_at=timezone.now()
+        )
+        messages.success(
+            request,
+            f"Lifting your {held:,} blocks and mutes a batch at a time; your app password and"
+            " session tokens are deleted as soon as they are all lifted.",
+        )
+        return redirect("link")
+    account.delete()
+    stay = f" The {held:,} blocks and mutes made here stay in place on Bluesky." if held else ""
+    messages.success(request, f"Unlinked: your app password and session tokens are deleted.{stay}")
     return redirect("link")
 
 
@@ -123,6 +146,8 @@ def _start(user, form):
             until=timezone.now() + timedelta(weeks=weeks) if weeks else None,
             expected=form.cost,
             tokens_debited=form.cost,
+            # Due once start_campaign's lease is over: if its message is lost, beat starts it.
+            next_page_at=timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S),
         )
         transaction.on_commit(lambda: tasks.start_campaign.delay(campaign.pk))
     return campaign
@@ -140,6 +165,20 @@ def campaign(request, pk):
 
 
 @login_required
+@require_POST
+def campaign_cancel(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    if end_campaigns(Campaign.objects.filter(pk=campaign.pk), Campaign.Status.CANCELLED):
+        campaign.refresh_from_db()
+        messages.success(
+            request,
+            f"Cancelled. {campaign.acted:,} accounts blocked so far stay blocked until their"
+            f" time is up; {campaign.tokens_refunded:,} unspent tokens are back in your bucket.",
+        )
+    return redirect("campaign", pk=campaign.pk)
+
+
+@login_required
 @require_GET
 def campaign_progress(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
@@ -150,7 +189,7 @@ def campaign_progress(request, pk):
 def _progress(campaign, account):
     """What the campaign page shows, as text a person reads; the page's script polls it."""
     now = timezone.now()
-    waiting = account.rate_limited_until if account and account.is_rate_limited() else None
+    waiting = account.budget_wait_until(now) if account else None
     next_page = (
         campaign.next_page_at
         if campaign.status == Campaign.Status.RUNNING
@@ -187,12 +226,13 @@ def _at(moment, now):
 
 def _summary(campaign):
     verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
+    doing = {"block": "blocking", "mute": "muting"}[campaign.action]
     if campaign.status == Campaign.Status.DONE:
         return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
     if campaign.status == Campaign.Status.FAILED:
-        return f"Stopped after {verb.lower()} {campaign.acted:,} accounts."
+        return f"Stopped after {doing} {campaign.acted:,} accounts."
     if campaign.status == Campaign.Status.CANCELLED:
-        return f"Cancelled after {verb.lower()} {campaign.acted:,} accounts."
+        return f"Cancelled after {doing} {campaign.acted:,} accounts."
     return f"{verb} {campaign.acted:,} of about {campaign.expected:,} so far."
 
 
@@ -217,25 +257,25 @@ def blocks(request):
 @require_POST
 def undo_one(request, pk):
     row = get_object_or_404(ActionRecord, pk=pk, owner=request.user)
-    if row.state == ActionRecord.State.DONE:
-        ActionRecord.objects.filter(pk=row.pk).update(
-            state=ActionRecord.State.RELEASING, attempted_at=timezone.now()
+    with transaction.atomic():
+        # The record row goes now; an interactive batch keeps what the undo needs.
+        upkeep.lift(
+            [(row.pk, row.owner_id, row.kind, row.subject_did, row.subject_handle, row.rkey)],
+            interactive=True,
         )
-        transaction.on_commit(lambda: tasks.undo_one.delay(row.owner_id, row.kind, row.pk))
-        messages.success(
-            request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}."
-        )
+    messages.success(
+        request, f"Undoing the {row.kind} of @{row.subject_handle or row.subject_did}."
+    )
     return redirect("blocks")
 
 
 @login_required
 @require_POST
 def undo_all(request):
-    # Expiry is data: mark everything due now, and the expiry task undoes it in
-    # bounded batches, spread over time rather than in one burst.
-    count = ActionRecord.objects.filter(owner=request.user, state=ActionRecord.State.DONE).update(
-        until=timezone.now()
-    )
+    # Lifting is data: the expiry task lifts them in bounded batches, spread over time
+    # rather than in one burst, as the person's write budget allows.
+    count = ActionRecord.objects.filter(owner=request.user).count()
+    LinkedAccount.objects.filter(user=request.user).update(lift_all_requested_at=timezone.now())
     messages.success(
         request,
         f"Undoing {count:,} blocks and mutes, a batch at a time; they leave this list as"

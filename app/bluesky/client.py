@@ -27,6 +27,7 @@ from .errors import (
     NotFound,
     ProviderError,
     RateLimited,
+    RkeyTaken,
     ServerError,
     UnsafePds,
 )
@@ -170,6 +171,7 @@ class BlueskyClient:
         timeout: float = 20.0,
         transport: httpx.BaseTransport | None = None,
         allow_loopback_pds: bool = False,
+        before_request: Callable[[str], None] | None = None,
     ):
         self.service_url = service_url.rstrip("/")
         self.identifier = identifier
@@ -177,6 +179,8 @@ class BlueskyClient:
         self.session = session
         self._on_session = on_session
         self._allow_loopback_pds = allow_loopback_pds
+        # Called with the NSID before every request: where a shared budget is taken.
+        self._before_request = before_request
         self._pds_checked = None
         self.rate_limit = RateLimitState()
         self._http = httpx.Client(
@@ -251,6 +255,8 @@ class BlueskyClient:
 
     # -- transport --------------------------------------------------------
     def _send(self, method, base, nsid, **kwargs) -> httpx.Response:
+        if self._before_request:
+            self._before_request(nsid)
         try:
             response = self._http.request(method, f"{base}/xrpc/{nsid}", **kwargs)
         except httpx.HTTPError as error:
@@ -345,25 +351,73 @@ class BlueskyClient:
             cursor=data.get("cursor"),
         )
 
-    def block_many(self, dids: list[str]) -> dict[str, str]:
+    def block_many(self, dids: list[str], rkeys: list[str] | None = None) -> dict[str, str]:
+        """Create a block record of each DID; return DID -> record key.
+
+        With rkeys (TIDs made before the first attempt, one per DID), each record gets its
+        key, so writing a batch again after a lost answer cannot make a second block: the PDS
+        refuses a create on an existing key (applyWrites fails whole with a 500), and then
+        each key is looked up on the PDS (getRecord), never on the eventually consistent
+        AppView, and only the missing ones are created.
+        """
         created = {}
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        keys = list(rkeys) if rkeys is not None else [None] * len(dids)
         for start in range(0, len(dids), MAX_WRITES_PER_CALL):
-            chunk = dids[start : start + MAX_WRITES_PER_CALL]
-            writes = [
-                {
-                    "$type": "com.atproto.repo.applyWrites#create",
-                    "collection": BLOCK_COLLECTION,
-                    "value": {"$type": BLOCK_COLLECTION, "subject": did, "createdAt": now},
-                }
-                for did in chunk
-            ]
-            data = self._call(
-                "POST", APPLY_WRITES, json={"repo": self.session_did(), "writes": writes}
-            )
-            for did, result in zip(chunk, data.get("results", []), strict=False):
-                created[did] = rkey_from_uri(result["uri"])
+            chunk = list(zip(dids[start : start + MAX_WRITES_PER_CALL], keys[start:], strict=False))
+            try:
+                created.update(self._create_blocks(chunk, now))
+            except ServerError as error:
+                if error.status != 500 or rkeys is None:
+                    raise
+                missing = []
+                for did, rkey in chunk:
+                    subject = self.block_subject(rkey)
+                    if subject == did:
+                        created[did] = rkey
+                    elif subject is None:
+                        missing.append((did, rkey))
+                    else:
+                        raise RkeyTaken(rkey) from error
+                if len(missing) == len(chunk):
+                    raise  # nothing was there: the PDS failed for another reason
+                log.info(
+                    "block: %d of %d records were written before",
+                    len(chunk) - len(missing),
+                    len(chunk),
+                )
+                if missing:
+                    created.update(self._create_blocks(missing, now))
         return created
+
+    def _create_blocks(self, chunk, now):
+        writes = []
+        for did, rkey in chunk:
+            write = {
+                "$type": "com.atproto.repo.applyWrites#create",
+                "collection": BLOCK_COLLECTION,
+                "value": {"$type": BLOCK_COLLECTION, "subject": did, "createdAt": now},
+            }
+            if rkey:
+                write["rkey"] = rkey
+            writes.append(write)
+        data = self._call("POST", APPLY_WRITES, json={"repo": self.session_did(), "writes": writes})
+        return {
+            did: rkey_from_uri(result["uri"])
+            for (did, _), result in zip(chunk, data.get("results", []), strict=False)
+        }
+
+    def block_subject(self, rkey: str) -> str | None:
+        """The subject of this account's block record rkey, from the PDS; None if none."""
+        try:
+            data = self._call(
+                "GET",
+                "com.atproto.repo.getRecord",
+                params={"repo": self.session_did(), "collection": BLOCK_COLLECTION, "rkey": rkey},
+            )
+        except (NotFound, BadRequest):
+            return None
+        return (data.get("value") or {}).get("subject")
 
     def unblock_many(self, rkeys: list[str]) -> None:
         """Delete these block records, also when some are gone already.

@@ -27,6 +27,11 @@ class RateLimited(ProviderError):
         self.scope = scope
 
 
+class RkeyTaken(ProviderError):
+    """A record key made for a new block already holds another record (two TIDs alike):
+    the batch gets new keys and is tried again."""
+
+
 class CredentialsRevoked(Exception):
     """This account cannot be used until its person acts: terminal, never retried."""
 

@@ -4,37 +4,20 @@ broker, real PostgreSQL and the fake Bluesky server over real HTTP."""
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import WORKER_SETTINGS, wait_until
 from django.utils import timezone
 
 from blocking import buckets
 from blocking.models import ActionRecord, Campaign, KillSwitch, LinkedAccount, TokenBucket
+from blocking.tests.helpers import finished, start, unlimited
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def unlimited(fakesky):
-    """Lift the network's write budget: Bluesky's real 5,000 points an hour would make a
-    campaign of thousands take hours. test_rate_limiting_* exercises the limit itself."""
-    fakesky.configure(write_points_per_hour=1_000_000, write_points_per_day=1_000_000)
-
-
-def start(client, target, scope="followers", action="block", duration="4"):
-    response = client.post(
-        "/campaigns/new/",
-        {"target": target, "action": action, "scope": scope, "duration": duration},
-    )
-    assert response.status_code == 302, response.content.decode()[:2000]
-    return Campaign.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
-
-
-def finished(campaign, timeout):
-    def check():
-        campaign.refresh_from_db()
-        return campaign.status != Campaign.Status.RUNNING
-
-    wait_until(check, timeout, interval=0.5, message=f"campaign {campaign.pk} to finish")
-    return campaign
+@pytest.fixture(autouse=True)
+def web_settings_like_the_workers(settings):
+    """The web app (this process) runs with the workers' short lease, as on a host."""
+    settings.ACTION_LEASE_S = int(WORKER_SETTINGS["SHOESTRING_ACTION_LEASE_S"])
 
 
 def test_a_campaign_blocks_every_follower_exactly_once(client, person, fakesky, celery_worker):
@@ -161,6 +144,7 @@ def test_revoked_credentials_stop_the_work_and_tell_the_person(
     KillSwitch.objects.filter(task_name="blocking.start_campaign").update(engaged=False)
     finished(campaign, timeout=60)
     assert campaign.status == Campaign.Status.FAILED
+    assert campaign.tokens_refunded == 500  # nothing was blocked: every token comes back
     account = LinkedAccount.objects.get(user=user)
     assert not account.api_enabled
     # No retries: a few seconds later the network has heard nothing more.

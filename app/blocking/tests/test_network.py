@@ -3,13 +3,11 @@ and refreshed, and the setting that decides whether a loopback PDS may get token
 
 import os
 import time
-from types import SimpleNamespace
 
 import pytest
-from bluesky.errors import AccountSuspended, RateLimited
 from conftest import run_manage
 
-from blocking import crypto, tasks
+from blocking import crypto
 from blocking.models import LinkedAccount
 from blocking.network import client_for
 
@@ -77,37 +75,3 @@ def test_production_refuses_a_loopback_pds_unless_the_network_itself_is_local():
         == "False"
     )
     assert loopback_setting(BLUESKY_ALLOW_LOOPBACK_PDS="true") == "True"
-
-
-class Retried(Exception):
-    def __init__(self, countdown):
-        super().__init__(countdown)
-        self.countdown = countdown
-
-
-class StubTask:
-    """Stands in for a bound Celery task: retry() returns what the task would raise."""
-
-    request = SimpleNamespace(retries=0)
-
-    def retry(self, countdown, max_retries=None, exc=None):
-        return Retried(countdown)
-
-
-@pytest.mark.parametrize(("scope", "marked"), [("address", False), ("account", True)])
-def test_only_the_accounts_own_rate_limit_marks_the_account(person, scope, marked):
-    account = LinkedAccount.objects.get(user=person())
-    reset_at = int(time.time()) + 120
-    with pytest.raises(Retried) as retried:
-        tasks._network_failed(StubTask(), account, RateLimited("429", reset_at, scope))
-    assert 100 < retried.value.countdown <= 300
-    account.refresh_from_db()
-    assert account.is_rate_limited() is marked
-
-
-def test_a_suspended_account_stops_its_campaigns_with_its_own_reason(person):
-    account = LinkedAccount.objects.get(user=person())
-    tasks._network_failed(StubTask(), account, AccountSuspended("AccountTakedown"))
-    account.refresh_from_db()
-    assert not account.api_enabled
-    assert account.disabled_reason == AccountSuspended.reason

@@ -119,7 +119,6 @@ def hold_blocks(user, count):
             kind="block",
             subject_did=f"did:plc:crowd{count}x{i}",
             subject_handle=f"f{i:05d}.crowd-{count}.fake.test",
-            state="done",
             rkey=f"rk{i}",
         )
         for i in range(count)

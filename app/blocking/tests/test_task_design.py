@@ -12,12 +12,12 @@ def test_every_task_is_named_routed_and_time_limited():
     assert BLOCKING_TASKS == [
         "blocking.act_on_batch",
         "blocking.fetch_follower_page",
+        "blocking.release_batches",
         "blocking.release_due_pages",
         "blocking.release_expired",
         "blocking.requeue_stranded",
         "blocking.start_campaign",
         "blocking.undo_batch",
-        "blocking.undo_one",
     ]
     for name in BLOCKING_TASKS:
         task = app.tasks[name]
@@ -29,7 +29,6 @@ def test_every_task_is_named_routed_and_time_limited():
 def test_queues_are_planned_by_latency():
     routes = {name: settings.CELERY_TASK_ROUTES[name]["queue"] for name in BLOCKING_TASKS}
     assert routes["blocking.start_campaign"] == "interactive"
-    assert routes["blocking.undo_one"] == "interactive"
     assert routes["blocking.act_on_batch"] == "bulk"
     assert routes["blocking.fetch_follower_page"] == "bulk"
     assert routes["blocking.release_expired"] == "maintenance"
@@ -50,4 +49,5 @@ def test_only_json_crosses_the_broker():
 def test_no_countdown_outlives_the_visibility_timeout():
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     assert visibility > settings.MAX_COUNTDOWN_S + settings.CELERY_TASK_TIME_LIMIT
-    assert settings.MAX_COUNTDOWN_S <= 300
+    assert settings.MAX_COUNTDOWN_S <= 10
+    assert settings.INFRA_RETRY_S <= settings.MAX_COUNTDOWN_S

@@ -128,6 +128,18 @@ BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
 BLUESKY_WRITE_POINTS_PER_HOUR = env_int("BLUESKY_WRITE_POINTS_PER_HOUR", 5_000)
 BLUESKY_WRITE_POINTS_PER_DAY = env_int("BLUESKY_WRITE_POINTS_PER_DAY", 35_000)
 BLUESKY_POINTS_PER_BLOCK = 3
+BLUESKY_POINTS_PER_UNBLOCK = 1
+# Bluesky's per-address budget: every account's calls from this appliance's one address
+# together (the PDS's "global-ip" limit). The workers share a token bucket in Postgres
+# that keeps them under SHOESTRING_ADDRESS_BUDGET_SHARE of it in any window, and bulk work
+# always leaves SHOESTRING_INTERACTIVE_RESERVE requests for the person waiting on one block.
+BLUESKY_ADDRESS_REQUESTS_PER_WINDOW = env_int("BLUESKY_ADDRESS_REQUESTS_PER_WINDOW", 3_000)
+BLUESKY_ADDRESS_WINDOW_S = env_int("BLUESKY_ADDRESS_WINDOW_S", 300)
+ADDRESS_BUDGET_SHARE = float(env("SHOESTRING_ADDRESS_BUDGET_SHARE", "0.9"))
+INTERACTIVE_RESERVE = env_int("SHOESTRING_INTERACTIVE_RESERVE", 30)
+# A task waits at most this long for the shared budget before handing its work back to
+# beat (the wait is data, not a countdown).
+ADDRESS_WAIT_S = float(env("SHOESTRING_ADDRESS_WAIT_S", "3"))
 
 # The demo network (make demo): the app talks to the fake Bluesky on the host's
 # loopback, and every page says so. The account and targets are the fake's
@@ -151,16 +163,24 @@ TOKEN_BUCKET_REFILL_PER_HOUR = env_int("SHOESTRING_TOKEN_BUCKET_REFILL_PER_HOUR"
 FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 5_000)
 FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 600)
 BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
+# Tasks of one person in the broker or running at once; the rest wait as Batch rows.
+MAX_IN_FLIGHT_PER_ACCOUNT = env_int("SHOESTRING_MAX_IN_FLIGHT_PER_ACCOUNT", 2)
+# Network errors (5xx, timeouts) a batch may meet before it fails for good.
+MAX_NETWORK_FAILURES = env_int("SHOESTRING_MAX_NETWORK_FAILURES", 8)
+# The longest pause between tries of a batch after network errors.
+MAX_BACKOFF_S = env_int("SHOESTRING_MAX_BACKOFF_S", 3600)
+# The database or broker briefly away: the task tries again after this many seconds.
+INFRA_RETRY_S = env_int("SHOESTRING_INFRA_RETRY_S", 3)
 # Expired blocks undone per pass of the expiry task, and "unblock everybody" pace.
 RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 # A task that started a network write holds its rows this long; after that
 # another may pick them up (after checking the network for what was done).
 ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
 # Work still unfinished this long after it was queued is queued again.
-STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 3600)
+STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 600)
 # No task is scheduled further ahead than this: long waits are data (next_page_at,
 # until) read by periodic tasks, never countdowns held by the broker or a worker.
-MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 300)
+MAX_COUNTDOWN_S = env_int("SHOESTRING_MAX_COUNTDOWN_S", 5)
 RETRY_BASE_S = env_int("SHOESTRING_RETRY_BASE_S", 10)
 KILL_SWITCH_RETRY_S = env_int("SHOESTRING_KILL_SWITCH_RETRY_S", 60)
 PERIODIC_INTERVAL_S = float(env("SHOESTRING_PERIODIC_INTERVAL_S", "30"))
@@ -204,11 +224,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
     "blocking.start_campaign": {"queue": "interactive"},
-    "blocking.undo_one": {"queue": "interactive"},
     "blocking.fetch_follower_page": {"queue": "bulk"},
     "blocking.act_on_batch": {"queue": "bulk"},
     "blocking.undo_batch": {"queue": "bulk"},
     "blocking.release_due_pages": {"queue": "maintenance"},
+    "blocking.release_batches": {"queue": "maintenance"},
     "blocking.release_expired": {"queue": "maintenance"},
     "blocking.requeue_stranded": {"queue": "maintenance"},
 }
@@ -219,6 +239,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_BEAT_SCHEDULE = {
     "release-due-pages": {"task": "blocking.release_due_pages", "schedule": PERIODIC_INTERVAL_S},
+    "release-batches": {"task": "blocking.release_batches", "schedule": PERIODIC_INTERVAL_S},
     "release-expired": {"task": "blocking.release_expired", "schedule": PERIODIC_INTERVAL_S},
     "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
 }

@@ -18,6 +18,11 @@ def broker_url(host):
     return env_file(host, "/etc/shoestring/beat.env")["CELERY_BROKER_URL"]
 
 
+def broker_is_redis(host):
+    """False on a host whose broker is SQS (no Redis installed there)."""
+    return broker_url(host).startswith("redis://")
+
+
 def redis_cli(host, *args):
     """redis-cli as Celery's broker user (the credentials the services hold)."""
     url = urlsplit(broker_url(host))

@@ -27,12 +27,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from shoestring_host import manage_shell
 
 REPO = Path(__file__).resolve().parents[3]
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FAKE = "http://127.0.0.1:8787"  # the demo network, on the host's loopback
 TARGET = "crowd-3000.fake.test"
+# Long enough to be still running when the journey cancels it.
+LONG_TARGET = "crowd-20000.fake.test"
 FOLLOWERS = 3000
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 PHONE = (390, 844)
@@ -105,7 +108,15 @@ def demo_network(host):
         "write_points_per_day": int(env["BLUESKY_WRITE_POINTS_PER_DAY"]),
     }
     fake("/_fake/config", budget)
-    return handle
+    yield handle
+    # Leave the host as the journey found it: its people go, and with them the thousands
+    # of unblocks "Unblock everybody" left waiting, which would hold the bulk pool for the
+    # tests that follow.
+    manage_shell(
+        host,
+        "from django.contrib.auth import get_user_model;"
+        " print(get_user_model().objects.filter(username__startswith='journey').delete())",
+    )
 
 
 def app_env(host):
@@ -411,6 +422,25 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
     journey.wait_for(lambda: "Undoing 3,000 blocks and mutes" in journey.text(), 20, "undo all")
     journey.shot("undo-all")
+
+    # A long campaign, cancelled from its own page (a confirmation first): the button is a
+    # form, so it works under the strict CSP with no inline script.
+    journey.open("/campaigns/new/")
+    journey.fill("Account", LONG_TARGET)
+    Select(journey.find("#id_action")).select_by_visible_text("Block")
+    Select(journey.find("#id_scope")).select_by_visible_text("Its followers")
+    Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.press("Start")
+    journey.wait_for(
+        lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "campaign page"
+    )
+    journey.press("Cancel the campaign", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Cancelled." in journey.text(), 20, "cancelled")
+    assert journey.find("#status").text == "Cancelled"
+    assert "unspent tokens were given back" in journey.text()
+    assert not journey.finds("#cancel")
+    journey.shot("campaign-cancelled")
 
     sign_out(journey)
     assert "Sign in" in journey.find("header").text

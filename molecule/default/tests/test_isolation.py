@@ -8,7 +8,7 @@ may create schemas, tables or temporary tables."""
 from urllib.parse import urlsplit
 
 import pytest
-from shoestring_host import broker_url, env_file, main_pid, redis_cli
+from shoestring_host import broker_is_redis, broker_url, env_file, main_pid, redis_cli
 
 SETTINGS = {
     "shoestring-web.service": "shoestring.env",
@@ -123,7 +123,7 @@ FORBIDDEN_TO_CELERY = [
 
 
 def test_the_broker_account_cannot_reconfigure_wipe_or_debug_the_broker(host):
-    if not broker_url(host).startswith("redis://"):
+    if not broker_is_redis(host):
         pytest.skip("the broker is SQS in this scenario")
     celery = urlsplit(broker_url(host)).username
     operator = host.check_output(

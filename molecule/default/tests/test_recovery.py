@@ -4,7 +4,7 @@ app answers again with nobody touching the host."""
 import time
 
 import pytest
-from shoestring_host import broker_url, main_pid, unit_props, wait_until
+from shoestring_host import broker_is_redis, main_pid, unit_props, wait_until
 
 CRASH_RECOVERY_S = 30
 DEBIAN_SERVICES = ["postgresql@15-main.service", "redis-server.service", "nginx.service"]
@@ -32,7 +32,7 @@ def sigkill_main_process(host, unit):
 def crash(host, request):
     """Kill a service's main process; whatever happens, leave the service running."""
     unit = request.param
-    if unit == "redis-server.service" and not broker_url(host).startswith("redis://"):
+    if unit == "redis-server.service" and not broker_is_redis(host):
         pytest.skip("no Redis on a host whose broker is SQS")
     yield unit
     host.run("systemctl reset-failed %s", unit)
@@ -41,7 +41,7 @@ def crash(host, request):
 
 @pytest.mark.parametrize("unit", DEBIAN_SERVICES)
 def test_a_crashed_service_is_restarted_but_never_in_an_endless_loop(host, unit):
-    if unit == "redis-server.service" and not broker_url(host).startswith("redis://"):
+    if unit == "redis-server.service" and not broker_is_redis(host):
         pytest.skip("no Redis on a host whose broker is SQS")
     props = unit_props(
         host, unit, "Restart", "RestartUSec", "StartLimitBurst", "StartLimitIntervalUSec"

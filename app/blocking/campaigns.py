@@ -1,0 +1,233 @@
+"""A campaign from start to end: the target taken in, follower pages turned into Batch rows,
+and the ways it ends (done, failed, cancelled), with the unspent tokens given back."""
+
+import logging
+import random
+from datetime import timedelta
+
+from bluesky.errors import CredentialsRevoked, NotFound, ProviderError, RateLimited
+from bluesky.tids import next_tids
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import buckets, pacing
+from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount, Scope
+from .network import client_for
+from .taskbase import DURABLE, task
+
+log = logging.getLogger(__name__)
+Status = Campaign.Status
+
+PAGE_FAILED = "Bluesky kept failing while listing the target's followers; the rest was not blocked."
+
+
+def backoff_s(failures):
+    """Seconds before the next try after `failures` network errors: exponential, jittered."""
+    wait = settings.RETRY_BASE_S * 2 ** max(0, failures - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+    return min(wait, settings.MAX_BACKOFF_S)
+
+
+def usable_account(user_id):
+    account = LinkedAccount.objects.filter(user_id=user_id).first()
+    if account is None or not account.api_enabled:
+        return None
+    return account
+
+
+def finish_if_complete(campaign_id):
+    Campaign.objects.filter(
+        pk=campaign_id,
+        status=Status.RUNNING,
+        pages_done=True,
+        found__lte=F("acted") + F("skipped") + F("failed"),
+    ).update(status=Status.DONE, next_page_at=None)
+
+
+def end(campaigns, status, error=""):
+    """End these running campaigns: drop their waiting work and give back the tokens they
+    did not spend (one per account not blocked). Returns how many ended."""
+    ended = 0
+    with transaction.atomic():
+        for campaign in campaigns.select_for_update().filter(status=Status.RUNNING):
+            unspent = max(0, campaign.tokens_debited - campaign.tokens_refunded - campaign.acted)
+            Campaign.objects.filter(pk=campaign.pk).update(
+                status=status,
+                error=error[:300],
+                next_page_at=None,
+                tokens_refunded=F("tokens_refunded") + unspent,
+            )
+            Batch.objects.filter(campaign_id=campaign.pk).delete()
+            if unspent:
+                buckets.credit(campaign.user_id, unspent)
+            ended += 1
+    return ended
+
+
+def account_refused(account, error):
+    """The network will not act for this account until its person does: stop, say why."""
+    LinkedAccount.objects.filter(pk=account.pk).update(
+        api_enabled=False,
+        disabled_reason=error.reason,
+        access_jwt_encrypted="",
+        refresh_jwt_encrypted="",
+    )
+    end(Campaign.objects.filter(user_id=account.user_id), Status.FAILED, error.reason)
+    log.warning("account %s: %s; API access disabled", account.pk, error.__class__.__name__)
+
+
+def new_batches(campaign, subjects, interactive=False):
+    """Batch rows for (did, handle) pairs, each block given its record key now."""
+    op = Batch.Op.BLOCK if campaign.action == Action.BLOCK else Batch.Op.MUTE
+    size = settings.BLOCK_BATCH_SIZE
+    now = timezone.now()
+    batches = []
+    for start in range(0, len(subjects), size):
+        chunk = subjects[start : start + size]
+        batches.append(
+            Batch(
+                owner_id=campaign.user_id,
+                campaign_id=campaign.pk,
+                op=op,
+                dids=[did for did, _ in chunk],
+                handles=[handle for _, handle in chunk],
+                rkeys=next_tids(len(chunk)) if op == Batch.Op.BLOCK else [""] * len(chunk),
+                interactive=interactive,
+                not_before=now,
+            )
+        )
+    Batch.objects.bulk_create(batches)
+    return len(batches)
+
+
+def held(owner_id, kind, dids):
+    """The DIDs of these the person already holds a block (or mute) of."""
+    return set(
+        ActionRecord.objects.filter(owner_id=owner_id, kind=kind, subject_did__in=dids).values_list(
+            "subject_did", flat=True
+        )
+    )
+
+
+@task("blocking.start_campaign")
+def start_campaign(self, campaign_id):
+    """Take in the target itself (first in line, on the interactive queue) and queue the
+    first follower page. Idempotent: beat sends it again if its message was lost."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
+        if (
+            campaign is None
+            or campaign.status != Status.RUNNING
+            or campaign.found
+            or campaign.cursor
+        ):
+            return
+        if campaign.scope in (Scope.ACCOUNT, Scope.BOTH):
+            mine = not held(campaign.user_id, campaign.action, [campaign.target_did])
+            if mine:
+                new_batches(campaign, [(campaign.target_did, campaign.target_handle)], True)
+            Campaign.objects.filter(pk=campaign_id).update(found=1, skipped=0 if mine else 1)
+        if campaign.scope == Scope.ACCOUNT:
+            Campaign.objects.filter(pk=campaign_id).update(pages_done=True, next_page_at=None)
+        else:
+            lease = timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S)
+            Campaign.objects.filter(pk=campaign_id).update(next_page_at=lease)
+            transaction.on_commit(lambda: fetch_follower_page.delay(campaign_id, ""))
+        transaction.on_commit(lambda: pacing.dispatch(campaign.user_id))
+    finish_if_complete(campaign_id)
+
+
+def _read_followers(account, campaign, cursor):
+    """Read up to a page of followers; stops early (keeping what it read) on a wait or an
+    error, which it returns for the caller to handle after saving the progress."""
+    followers, next_cursor, stopped = [], cursor or None, None
+    try:
+        with client_for(account, interactive=False) as client:
+            while len(followers) < settings.FOLLOWER_PAGE_SIZE:
+                page = client.followers_page(campaign.target_did, next_cursor, limit=100)
+                followers.extend(page.followers)
+                next_cursor = page.cursor
+                if not next_cursor:
+                    break
+    except (
+        RateLimited,
+        ProviderError,
+        CredentialsRevoked,
+        NotFound,
+        pacing.AddressBudgetSpent,
+    ) as error:
+        stopped = error
+    return followers, next_cursor, stopped
+
+
+@task("blocking.fetch_follower_page", **DURABLE)
+def fetch_follower_page(self, campaign_id, cursor):
+    """Read one page of the target's followers into Batch rows; beat releases the next page
+    once this person's waiting work is under a page (blocking.upkeep.release_due_pages)."""
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if (
+        campaign is None
+        or campaign.status != Status.RUNNING
+        or campaign.pages_done
+        or campaign.cursor != cursor
+    ):
+        return  # cancelled, finished, or this page was already taken in
+    account = usable_account(campaign.user_id)
+    if account is None:
+        return
+    followers, next_cursor, stopped = _read_followers(account, campaign, cursor)
+    if isinstance(stopped, CredentialsRevoked):
+        return account_refused(account, stopped)
+    if isinstance(stopped, NotFound):
+        end(
+            Campaign.objects.filter(pk=campaign_id),
+            Status.FAILED,
+            "The target account no longer exists.",
+        )
+        return
+
+    wanted, skipped, seen = [], 0, set()
+    for profile in followers:
+        if profile.did in seen:
+            continue
+        seen.add(profile.did)
+        already = profile.blocking_uri if campaign.action == Action.BLOCK else profile.muted
+        if profile.did == account.did or already or profile.following:
+            skipped += 1
+        else:
+            wanted.append(profile)
+    now = timezone.now()
+    if stopped is None:
+        next_at, failures = now + timedelta(seconds=settings.FOLLOWER_PAGE_DELAY_S), 0
+    elif isinstance(stopped, pacing.AddressBudgetSpent):
+        next_at, failures = now + timedelta(seconds=stopped.wait_s), campaign.page_failures
+    elif isinstance(stopped, RateLimited):
+        wait = (stopped.reset_at - now.timestamp()) if stopped.reset_at else backoff_s(1)
+        next_at, failures = now + timedelta(seconds=max(1, wait)), campaign.page_failures
+    else:
+        failures = campaign.page_failures + 1
+        next_at = now + timedelta(seconds=backoff_s(failures))
+        log.warning("campaign %s: follower page failed (%s): %s", campaign_id, failures, stopped)
+
+    with transaction.atomic():
+        locked = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if locked.cursor != cursor or locked.pages_done or locked.status != Status.RUNNING:
+            return  # another run took this page in meanwhile
+        owned = held(campaign.user_id, campaign.action, [p.did for p in wanted])
+        ours = [(p.did, p.handle) for p in wanted if p.did not in owned]
+        skipped += len(wanted) - len(ours)
+        new_batches(campaign, ours)
+        done_paging = stopped is None and not next_cursor
+        Campaign.objects.filter(pk=campaign_id).update(
+            found=F("found") + len(seen),
+            skipped=F("skipped") + skipped,
+            cursor=(next_cursor or "") if followers or stopped is None else cursor,
+            pages_done=done_paging,
+            next_page_at=None if done_paging else next_at,
+            page_failures=failures,
+        )
+        transaction.on_commit(lambda: pacing.dispatch(campaign.user_id))
+    if failures >= settings.MAX_NETWORK_FAILURES:
+        end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, PAGE_FAILED)
+    finish_if_complete(campaign_id)

@@ -1,0 +1,213 @@
+"""Pace the work by the network's budgets, not by the clock.
+
+Two budgets bound what may be sent:
+
+- each account's write points (5,000 an hour and 35,000 a day on Bluesky; a block costs
+  3, an unblock 1). The network reports what is left with every write (ratelimit-remaining
+  and -reset of its tightest limit); `dispatch` sends a person's next batches only while
+  that, less what their tasks in flight will spend, covers them, and only
+  MAX_IN_FLIGHT_PER_ACCOUNT at a time. The rest wait as Batch rows that beat releases
+  (`blocking.release_batches`), never as tasks retrying with a countdown.
+- the appliance's address (3,000 requests per 5 minutes for all accounts together): a token
+  bucket in Postgres that every worker process takes from before each request
+  (`take_address_budget`). Its size and refill keep any window of that length under
+  ADDRESS_BUDGET_SHARE of the limit, and bulk work always leaves INTERACTIVE_RESERVE
+  requests for a person waiting on one block.
+"""
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import Batch, KillSwitch, LinkedAccount
+
+log = logging.getLogger(__name__)
+
+ADDRESS = "global-ip"
+PACING_FIELDS = (
+    "id",
+    "user_id",
+    "api_enabled",
+    "rate_limited_until",
+    "write_points_left",
+    "write_window_reset_at",
+)
+TASK_OF_OP = {
+    Batch.Op.BLOCK: "blocking.act_on_batch",
+    Batch.Op.MUTE: "blocking.act_on_batch",
+    Batch.Op.UNBLOCK: "blocking.undo_batch",
+    Batch.Op.UNMUTE: "blocking.undo_batch",
+}
+
+
+class AddressBudgetSpent(Exception):
+    """The appliance's shared per-address budget has no request to spare for a while."""
+
+    def __init__(self, wait_s):
+        super().__init__(f"the shared per-address budget is spent for {wait_s:.0f}s")
+        self.wait_s = wait_s
+
+
+def address_bucket():
+    """(capacity, refill per second): any window of BLUESKY_ADDRESS_WINDOW_S sees at most
+    capacity + refill x window requests, which is the share of the limit we allow."""
+    allowed = settings.BLUESKY_ADDRESS_REQUESTS_PER_WINDOW * settings.ADDRESS_BUDGET_SHARE
+    capacity = max(settings.INTERACTIVE_RESERVE + 10, allowed / 10)
+    rate = max(0.0, allowed - capacity) / settings.BLUESKY_ADDRESS_WINDOW_S
+    return capacity, rate
+
+
+_REFILLED = (
+    "LEAST(capacity, tokens + refill_per_s"
+    " * GREATEST(0, EXTRACT(EPOCH FROM (clock_timestamp() - refilled_at))))"
+)
+_TAKE_SQL = (
+    f"UPDATE blocking_addressbudget SET tokens = {_REFILLED} - %(cost)s,"  # noqa: S608
+    " refilled_at = GREATEST(refilled_at, clock_timestamp())"
+    f" WHERE name = %(name)s AND {_REFILLED} >= %(cost)s + %(reserve)s RETURNING tokens"
+)
+_LEVEL_SQL = f"SELECT {_REFILLED}, refill_per_s FROM blocking_addressbudget WHERE name = %(name)s"  # noqa: S608
+
+
+def try_address_budget(cost=1, interactive=False):
+    """Take `cost` requests from the shared budget; 0 if taken, else seconds to wait."""
+    params = {
+        "name": ADDRESS,
+        "cost": cost,
+        "reserve": 0 if interactive else settings.INTERACTIVE_RESERVE,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_SQL, params)
+        if cursor.fetchone() is not None:
+            return 0.0
+        cursor.execute(_LEVEL_SQL, params)
+        row = cursor.fetchone()
+        if row is None:
+            capacity, rate = address_bucket()
+            cursor.execute(
+                "INSERT INTO blocking_addressbudget"
+                " (name, tokens, capacity, refill_per_s, refilled_at)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
+                [ADDRESS, capacity, capacity, rate],
+            )
+            return try_address_budget(cost, interactive)
+    level, rate = row
+    missing = cost + params["reserve"] - level
+    return missing / rate if rate > 0 else float(settings.MAX_BACKOFF_S)
+
+
+def force_address_budget(cost=1):
+    """Count requests a web page sends whatever the budget (a person is waiting on the
+    answer): the bucket may go below zero, and bulk work then waits for it to refill."""
+    if try_address_budget(cost, interactive=True):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE blocking_addressbudget SET tokens = {_REFILLED} - %s,"  # noqa: S608
+                " refilled_at = GREATEST(refilled_at, clock_timestamp()) WHERE name = %s",
+                [cost, ADDRESS],
+            )
+
+
+def take_address_budget(cost=1, interactive=False, max_wait_s=None):
+    """Take `cost` requests, waiting up to max_wait_s; raise AddressBudgetSpent beyond."""
+    max_wait_s = settings.ADDRESS_WAIT_S if max_wait_s is None else max_wait_s
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        wait = try_address_budget(cost, interactive)
+        if not wait:
+            return
+        if time.monotonic() + wait > deadline:
+            raise AddressBudgetSpent(wait)
+        time.sleep(min(wait, 0.5))
+
+
+def remember_write_budget(account, rate_limit):
+    """Keep what the network said of this account's write budget after a write."""
+    policy = rate_limit.policy
+    if rate_limit.remaining is None or not policy or policy == rate_limit.address_policy:
+        return  # the tightest limit was the address's: it says nothing of this account's
+    reset = datetime.fromtimestamp(rate_limit.reset_at, tz=UTC) if rate_limit.reset_at else None
+    LinkedAccount.objects.filter(pk=account.pk).update(
+        write_points_left=rate_limit.remaining, write_window_reset_at=reset
+    )
+
+
+def points_left(account, now):
+    """The account's write points still to spend in its current window, as last reported;
+    a window that has ended is assumed full again (the next write's answer corrects it)."""
+    if account.write_window_reset_at and account.write_window_reset_at > now:
+        return account.write_points_left or 0
+    return settings.BLUESKY_WRITE_POINTS_PER_HOUR
+
+
+def _engaged(task_name):
+    return KillSwitch.objects.filter(task_name=task_name, engaged=True).exists()
+
+
+def dispatch(owner_id):
+    """Send this person's next due batches if their budget and in-flight limit allow.
+
+    Returns how many were sent. Serialised per person by an advisory lock, so two
+    dispatchers never both spend the same budget.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [7110, owner_id])
+            if not cursor.fetchone()[0]:
+                return 0  # another dispatcher is at it now
+        # Only the columns beat's pool may read: never the password or the tokens.
+        account = LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS).first()
+        if account is None or not account.api_enabled or account.is_rate_limited():
+            return 0
+        queued = list(
+            Batch.objects.filter(owner_id=owner_id, state=Batch.State.QUEUED).only("op", "dids")
+        )
+        slots = settings.MAX_IN_FLIGHT_PER_ACCOUNT - len(queued)
+        if slots <= 0:
+            return 0
+        budget = points_left(account, now) - sum(batch.points() for batch in queued)
+        ready = Batch.objects.filter(
+            owner_id=owner_id, state=Batch.State.READY, not_before__lte=now
+        ).order_by("-interactive", "id")[:slots]
+        sent = []
+        for batch in ready:
+            if _engaged(TASK_OF_OP[batch.op]):
+                continue
+            if batch.points() > budget:
+                break  # the budget's next window; beat looks again
+            budget -= batch.points()
+            sent.append(batch)
+        if not sent:
+            return 0
+        Batch.objects.filter(pk__in=[b.pk for b in sent]).update(
+            state=Batch.State.QUEUED, queued_at=now
+        )
+        transaction.on_commit(lambda: [send(batch) for batch in sent])
+    return len(sent)
+
+
+def send(batch):
+    current_app.send_task(
+        TASK_OF_OP[batch.op],
+        args=[batch.pk],
+        queue="interactive" if batch.interactive else "bulk",
+    )
+
+
+def hand_back(batch_id, wait_s=0, failed=False):
+    """Put a queued batch back to wait for beat, due in wait_s seconds."""
+    changes = {
+        "state": Batch.State.READY,
+        "queued_at": None,
+        "not_before": timezone.now() + timedelta(seconds=max(0, wait_s)),
+    }
+    if failed:
+        changes["failures"] = F("failures") + 1
+    Batch.objects.filter(pk=batch_id).update(**changes)

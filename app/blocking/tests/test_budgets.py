@@ -1,0 +1,64 @@
+"""The two budgets as pacing reads them (no broker: what is checked is what would be sent)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from blocking import pacing
+from blocking.models import AddressBudget, Batch, LinkedAccount
+from blocking.tests.helpers import address_budget
+
+pytestmark = pytest.mark.django_db
+
+
+def ready_batches(user, count, size=50):
+    for i in range(count):
+        Batch.objects.create(
+            owner=user,
+            op="block",
+            dids=[f"did:plc:{i}x{j}" for j in range(size)],
+            handles=[""] * size,
+            rkeys=[""] * size,
+            not_before=timezone.now() - timedelta(seconds=1),
+        )
+
+
+def test_a_person_gets_only_what_their_reported_write_budget_pays_for(person, settings):
+    user = person()
+    reset = timezone.now() + timedelta(minutes=20)
+    LinkedAccount.objects.filter(user=user).update(
+        write_points_left=200, write_window_reset_at=reset
+    )
+    ready_batches(user, 3)
+    assert pacing.dispatch(user.pk) == 1  # 150 points; the next would overspend
+    assert pacing.dispatch(user.pk) == 0  # the first is still in flight and counted
+    account = LinkedAccount.objects.get(user=user)
+    assert account.budget_wait_until() is None  # 200 points still pay for a batch
+    LinkedAccount.objects.filter(user=user).update(write_points_left=40)
+    assert LinkedAccount.objects.get(user=user).budget_wait_until() == reset
+
+
+def test_no_more_than_the_in_flight_limit_per_person(person, settings):
+    user = person()
+    ready_batches(user, 5)
+    assert pacing.dispatch(user.pk) == settings.MAX_IN_FLIGHT_PER_ACCOUNT
+    assert Batch.objects.filter(owner=user, state="queued").count() == 2
+
+
+def test_bulk_work_leaves_the_interactive_reserve(settings):
+    address_budget(300, 30, reserve=settings.INTERACTIVE_RESERVE)
+    capacity = AddressBudget.objects.get().capacity
+    AddressBudget.objects.update(tokens=settings.INTERACTIVE_RESERVE + 1, refill_per_s=0.001)
+    assert pacing.try_address_budget(1) == 0
+    assert pacing.try_address_budget(1) > 0  # bulk: only the reserve is left
+    assert pacing.try_address_budget(1, interactive=True) == 0  # a person waiting: served
+    with pytest.raises(pacing.AddressBudgetSpent):
+        pacing.take_address_budget(1, max_wait_s=0.1)
+    assert capacity >= settings.INTERACTIVE_RESERVE + 10
+
+
+def test_the_bucket_keeps_any_window_under_the_share_of_the_limit(settings):
+    capacity, rate = pacing.address_bucket()
+    allowed = settings.BLUESKY_ADDRESS_REQUESTS_PER_WINDOW * settings.ADDRESS_BUDGET_SHARE
+    assert capacity + rate * settings.BLUESKY_ADDRESS_WINDOW_S <= allowed + 1e-6

@@ -1,0 +1,222 @@
+"""Retries by kind: waits never count against the network-error limit and never fail work
+for good; terminal errors are not retried and say why; lost messages are recovered from
+data. The tasks run in this process (no broker needed): what is checked is the data they
+leave behind, which is what beat works from."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from bluesky.errors import AccountSuspended, RateLimited, ServerError
+from bluesky.tids import next_tids
+from django.db import OperationalError
+from django.utils import timezone
+
+from blocking import batches, buckets, pacing, upkeep
+from blocking.models import ActionRecord, Batch, Campaign, KillSwitch, LinkedAccount
+
+pytestmark = pytest.mark.django_db
+
+
+def campaign_with_batch(user, dids=("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa",), **fields):
+    buckets.debit(user, 100)
+    campaign = Campaign.objects.create(
+        user=user,
+        target_handle="t.fake.test",
+        target_did="did:plc:tttttttttttttttttttttttt",
+        action="block",
+        scope="followers",
+        expected=100,
+        tokens_debited=100,
+        found=len(dids),
+        pages_done=True,
+        **fields,
+    )
+    batch = Batch.objects.create(
+        owner=user,
+        campaign=campaign,
+        op="block",
+        dids=list(dids),
+        handles=[""] * len(dids),
+        rkeys=["3kaaaaaaaaa2" + str(i % 8 + 2) for i in range(len(dids))],
+        state="queued",
+        queued_at=timezone.now(),
+        not_before=timezone.now(),
+    )
+    return campaign, batch
+
+
+@pytest.mark.parametrize(("scope", "marked"), [("address", False), ("account", True)])
+def test_a_rate_limit_is_a_wait_that_only_the_accounts_own_limit_marks(person, scope, marked):
+    user = person()
+    account = LinkedAccount.objects.get(user=user)
+    _, batch = campaign_with_batch(user)
+    reset_at = int(time.time()) + 120
+    batches._waited(batch, account, RateLimited("429", reset_at, scope))
+    batch.refresh_from_db()
+    account.refresh_from_db()
+    assert batch.state == "ready"
+    assert batch.failures == 0  # a wait uses up nothing
+    assert 100 < (batch.not_before - timezone.now()).total_seconds() <= 125
+    assert account.is_rate_limited() is marked
+
+
+def test_network_errors_are_counted_on_the_batch_and_end_it_after_the_limit(person, settings):
+    user = person()
+    account = LinkedAccount.objects.get(user=user)
+    campaign, batch = campaign_with_batch(user)
+    for failures in range(1, settings.MAX_NETWORK_FAILURES):
+        batches._waited(batch, account, ServerError("503", 503))
+        batch.refresh_from_db()
+        assert (batch.state, batch.failures) == ("ready", failures)
+        Batch.objects.filter(pk=batch.pk).update(state="queued")
+        batch.refresh_from_db()
+    batches._waited(batch, account, ServerError("503", 503))
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    campaign.refresh_from_db()
+    assert campaign.status == "done"
+    assert campaign.failed == 1
+    assert "Bluesky kept failing" in campaign.error
+
+
+def test_a_suspended_account_stops_its_campaigns_says_why_and_refunds(person):
+    user = person()
+    account = LinkedAccount.objects.get(user=user)
+    campaign, batch = campaign_with_batch(user)
+    Campaign.objects.filter(pk=campaign.pk).update(acted=40, pages_done=False)
+    before = buckets.balance(user).tokens
+    batches._waited(batch, account, AccountSuspended("AccountTakedown"))
+    account.refresh_from_db()
+    campaign.refresh_from_db()
+    assert not account.api_enabled
+    assert account.disabled_reason == AccountSuspended.reason
+    assert campaign.status == "failed"
+    assert campaign.error == AccountSuspended.reason
+    assert campaign.tokens_refunded == 60
+    assert buckets.balance(user).tokens - before == 60
+    assert not Batch.objects.filter(campaign=campaign).exists()
+
+
+def test_under_a_kill_switch_a_batch_goes_back_to_beat_without_a_retry(person):
+    user = person()
+    _, batch = campaign_with_batch(user)
+    KillSwitch.objects.create(task_name="blocking.act_on_batch", engaged=True)
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    batch.refresh_from_db()
+    assert batch.state == "ready"
+    # and beat does not send it again while the switch is engaged
+    Batch.objects.filter(pk=batch.pk).update(not_before=timezone.now())
+    assert pacing.dispatch(user.pk) == 0
+
+
+def test_periodic_tasks_under_a_kill_switch_return_instead_of_retrying():
+    KillSwitch.objects.create(task_name="blocking.release_expired", engaged=True)
+    result = upkeep.release_expired.apply()
+    assert result.state == "SUCCESS"
+    assert result.result is None
+
+
+def test_a_database_error_is_a_wait_retried_within_seconds(person, monkeypatch, settings):
+    user = person()
+    _, batch = campaign_with_batch(user)
+    calls = []
+
+    def away(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(batches, "_claimed", away)
+    retries = []
+
+    class Retry(Exception):
+        pass
+
+    def retry(countdown, max_retries):
+        retries.append((countdown, max_retries))
+        return Retry()
+
+    monkeypatch.setattr(batches.act_on_batch, "retry", retry)
+    with pytest.raises(Retry):
+        batches.act_on_batch(batch.pk)
+    assert calls
+    assert retries == [(settings.INFRA_RETRY_S, None)]  # as often as it takes, seconds apart
+    assert settings.INFRA_RETRY_S <= settings.MAX_COUNTDOWN_S
+
+
+def test_a_lost_start_message_is_recovered_by_beat(person, client, settings):
+    user = person()
+    campaign = Campaign.objects.create(
+        user=user,
+        target_handle="crowd-5.fake.test",
+        target_did="did:plc:tttttttttttttttttttttttt",
+        action="block",
+        scope="followers",
+        expected=5,
+        tokens_debited=5,
+        next_page_at=timezone.now() - timedelta(seconds=1),
+    )
+    sent = []
+    from blocking import campaigns
+
+    def record(*args):
+        sent.append(args)
+
+    import unittest.mock as mock
+
+    with mock.patch.object(campaigns.start_campaign, "delay", record):
+        assert upkeep.release_due_pages.apply().result == 1
+    assert sent == [(campaign.pk,)]
+
+
+def test_the_stranded_sweep_is_ordered_marks_what_it_requeued_and_skips_disabled(person):
+    alice, bob = person("alice"), person("bob")
+    old = timezone.now() - timedelta(hours=2)
+    _, a = campaign_with_batch(alice)
+    _, b = campaign_with_batch(bob)
+    _, gone = campaign_with_batch(alice, status="done")
+    Batch.objects.update(queued_at=old)
+    LinkedAccount.objects.filter(user=bob).update(api_enabled=False)
+    assert upkeep.requeue_stranded.apply().result == 1
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.state, a.requeued) == ("ready", 1)
+    assert (b.state, b.requeued) == ("queued", 0)
+    assert not Batch.objects.filter(pk=gone.pk).exists()
+
+
+def test_blocks_made_while_their_campaign_was_cancelled_are_still_recorded_once(person):
+    user = person()
+    dids = ("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb")
+    campaign, batch = campaign_with_batch(user, dids=dids)
+    made = dict(zip(dids, batch.rkeys, strict=True))
+    Batch.objects.filter(pk=batch.pk).delete()  # the campaign was cancelled mid-call
+    batches._save(batch, dict(made), [])
+    batches._save(batch, dict(made), [])  # a second delivery of the same batch
+    assert ActionRecord.objects.filter(owner=user).count() == 2
+    campaign.refresh_from_db()
+    assert campaign.acted == 2
+    assert not Batch.objects.filter(owner=user).exists()  # nothing taken for a double
+
+
+def test_a_block_held_meanwhile_through_another_campaign_is_lifted_again(person):
+    user = person()
+    did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+    _, batch = campaign_with_batch(user, dids=(did,))
+    ActionRecord.objects.create(owner=user, kind="block", subject_did=did, rkey="3kother222222")
+    batches._save(batch, {did: batch.rkeys[0]}, [])
+    undo = Batch.objects.get(owner=user, op="unblock")
+    assert undo.rkeys == [batch.rkeys[0]]
+    assert ActionRecord.objects.get(owner=user).rkey == "3kother222222"
+
+
+def test_an_invalid_record_fails_alone_and_says_why(person, fakesky):
+    user = person()
+    good = fakesky.did("f1.crowd-3.fake.test")
+    campaign, batch = campaign_with_batch(user, dids=(good, "not-a-did"))
+    Batch.objects.filter(pk=batch.pk).update(rkeys=next_tids(2))
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    campaign.refresh_from_db()
+    assert (campaign.acted, campaign.failed) == (1, 1)
+    assert campaign.error.startswith("Bluesky refused to block some accounts")
+    assert fakesky.state(user.handle)["block_count"] == 1
+    assert not Batch.objects.filter(pk=batch.pk).exists()  # not retried
