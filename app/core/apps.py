@@ -6,4 +6,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Shoestring"
 
     def ready(self):
-        from core import signals  # noqa: F401 - connects the task publish signal
+        from core import signals, task_metrics  # noqa: F401 - connect the task signals

@@ -17,7 +17,7 @@ logger = logging.getLogger("shoestring.pause")
 DEFAULT_FLAG = "/run/shoestring-guard/pause-bulk"
 
 
-def _setting(name, default):
+def setting(name, default):
     from django.conf import settings
 
     return getattr(settings, name, None) or os.environ.get(name) or default
@@ -28,10 +28,10 @@ class PauseWhenFlagged(bootsteps.StartStopStep):
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.flag = _setting("SHOESTRING_GUARD_PAUSE_FLAG", DEFAULT_FLAG)
-        pausable = _setting("SHOESTRING_GUARD_PAUSABLE_QUEUES", "bulk")
+        self.flag = setting("SHOESTRING_GUARD_PAUSE_FLAG", DEFAULT_FLAG)
+        pausable = setting("SHOESTRING_GUARD_PAUSABLE_QUEUES", "bulk")
         self.pausable = [name.strip() for name in pausable.split(",") if name.strip()]
-        self.poll_s = float(_setting("SHOESTRING_GUARD_POLL_S", "5"))
+        self.poll_s = float(setting("SHOESTRING_GUARD_POLL_S", "5"))
         self.queues = None
         self.paused = False
         self.timer_ref = None
