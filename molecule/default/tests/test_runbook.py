@@ -25,6 +25,13 @@ EXPECT = {
     "curl -s http://127.0.0.1:9100/metrics | grep ^shoestring_guard": (
         r"^shoestring_guard_burst_balance_percent [0-9.]+$"
     ),
+    "curl -s http://127.0.0.1:9808/metrics | grep -E '^shoestring_(queue|people|kill|address)'": (
+        r'^shoestring_queue_messages\{queue="bulk",state="waiting"\} \d+'
+    ),
+    "curl -s http://127.0.0.1:9121/metrics | grep -E '^redis_(up|connected_clients) '": (
+        r"^redis_up 1$"
+    ),
+    "promtool check rules /etc/prometheus/shoestring.rules.yml": r"SUCCESS: \d+ rules found",
     "grep oom_kill /proc/vmstat": r"^oom_kill \d+$",
     "ls -l /var/backups/shoestring": r"^total \d+",
     "systemctl list-timers shoestring-backup.timer": r"shoestring-backup\.service",
@@ -63,7 +70,11 @@ NOT_RUN = {
 }
 # shoestring-status exits 1 when it lists a problem; a first release has no PREVIOUS.
 ALLOWED_RC_1 = {"shoestring-status", "cat /opt/shoestring/current/PREVIOUS"}
-REDIS_ONLY = ("redis-cli", "grep '^user default' /etc/redis/redis.conf")
+REDIS_ONLY = (
+    "redis-cli",
+    "grep '^user default' /etc/redis/redis.conf",
+    "curl -s http://127.0.0.1:9121/",
+)
 
 
 def runbook_lines():

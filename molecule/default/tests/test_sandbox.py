@@ -14,6 +14,7 @@ UNITS = [
     "shoestring-beat.service",
     "shoestring-backup.service",
     "shoestring-guard.service",
+    "shoestring-metrics.service",
 ]
 MAX_EXPOSURE = 3.0
 SANDBOX = {
