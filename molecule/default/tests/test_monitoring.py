@@ -110,9 +110,18 @@ def test_after_a_small_campaign_the_app_exporter_shows_tasks_blocks_queues_and_b
     assert batches >= 6
     assert one(after, "shoestring_task_duration_seconds_sum", task="blocking.act_on_batch") > 0
     # The broker answered for every queue, the database for the rest.
+    redis = broker_is_redis(host)
     for queue in ("interactive", "bulk", "maintenance"):
-        assert one(after, "shoestring_queue_messages", queue=queue, state="waiting") >= 0
-        assert 0 <= one(after, "shoestring_queue_oldest_message_age_seconds", queue=queue) < 600
+        waiting = one(after, "shoestring_queue_messages", queue=queue, state="waiting")
+        assert waiting >= 0
+        age = one(after, "shoestring_queue_oldest_message_age_seconds", queue=queue)
+        if redis or waiting == 0:
+            assert 0 <= age < 600, (queue, age)
+        else:  # SQS: the age comes from CloudWatch, which moto does not fill
+            assert age is None
+        if not redis:
+            assert one(after, "shoestring_queue_messages", queue=queue, state="in_flight") >= 0
+            assert one(after, "shoestring_queue_messages", queue=queue, state="dead") >= 0
     for source in ("queues", "database", "guard", "certificate"):
         assert one(after, "shoestring_exporter_source_up", source=source) == 1, source
     tokens = one(after, "shoestring_address_budget_tokens", budget="global-ip")
