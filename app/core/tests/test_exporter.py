@@ -132,43 +132,25 @@ def test_redis_queue_depth_and_oldest_age(served, redis_broker):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sqs_visible_in_flight_delayed_and_dead(served, sqs_broker):
-    sqs, urls = sqs_broker
-    for _ in range(2):
-        sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}")
-    sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}", DelaySeconds=600)
-    sqs.receive_message(QueueUrl=urls["bulk"], MaxNumberOfMessages=1, VisibilityTimeout=600)
-    sqs.send_message(QueueUrl=urls["maintenance-dead"], MessageBody="{}")
+def test_sqs_visible_in_flight_delayed_and_dead(served, sqs_filled):
     samples = served()
     states = {
         state: value(samples, "shoestring_queue_messages", queue="bulk", state=state)
         for state in ("waiting", "in_flight", "delayed", "dead")
     }
-    assert states == {"waiting": 1, "in_flight": 1, "delayed": 1, "dead": 0}
-    assert value(samples, "shoestring_queue_messages", queue="maintenance", state="dead") == 1
+    assert states == {"waiting": 2, "in_flight": 1, "delayed": 1, "dead": 0}
+    assert value(samples, "shoestring_queue_messages", queue="interactive", state="dead") == 1
     # moto keeps no CloudWatch data for SQS: the age is absent, never made up.
     assert value(samples, "shoestring_queue_oldest_message_age_seconds", queue="bulk") is None
 
 
 @pytest.mark.django_db(transaction=True)
 def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
-    served, redis_broker, django_user_model, tmp_path
+    served, redis_broker, held_back, tmp_path
 ):
-    from blocking.models import AddressBudget, Campaign, KillSwitch, LinkedAccount
+    from blocking.models import AddressBudget
     from django.utils import timezone
 
-    user = django_user_model.objects.create_user("exporter-probe")
-    Campaign.objects.create(
-        user=user, target_handle="t.test", target_did="did:plc:t", action="block", scope="followers"
-    )
-    account = LinkedAccount(
-        user=user, handle="p.test", did="did:plc:p", service_url="https://pds.example"
-    )
-    account.app_password = "x" * 19
-    account.rate_limited_until = timezone.now() + datetime.timedelta(minutes=5)
-    account.save()
-    KillSwitch.objects.create(task_name="blocking.act_on_batch", engaged=True, reason="rollback")
-    KillSwitch.objects.create(task_name="blocking.fetch_follower_page", engaged=False)
     # 100 tokens 10 s ago at 2 a second: 120 now, the same refill the pacing applies.
     AddressBudget.objects.create(
         name="global-ip",

@@ -25,13 +25,7 @@ def test_redis_queue_depth_and_the_oldest_messages_age(redis_broker):
     assert stats["interactive"]["reserved_all_queues"] == 0
 
 
-def test_sqs_queue_depth_in_flight_delayed_and_dead_letters(sqs_broker):
-    sqs, urls = sqs_broker
-    for _ in range(3):
-        sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}")
-    sqs.send_message(QueueUrl=urls["bulk"], MessageBody="{}", DelaySeconds=600)
-    sqs.receive_message(QueueUrl=urls["bulk"], MaxNumberOfMessages=1, VisibilityTimeout=600)
-    sqs.send_message(QueueUrl=urls["interactive-dead"], MessageBody="{}")
+def test_sqs_queue_depth_in_flight_delayed_and_dead_letters(sqs_filled):
     stats = {row["queue"]: row for row in queue_stats()}
     assert (stats["bulk"]["waiting"], stats["bulk"]["in_flight"], stats["bulk"]["delayed"]) == (
         2,
@@ -46,24 +40,8 @@ def test_sqs_queue_depth_in_flight_delayed_and_dead_letters(sqs_broker):
 
 @pytest.mark.django_db
 def test_the_status_command_names_campaigns_rate_limits_and_kill_switches(
-    redis_broker, django_user_model, capsys
+    redis_broker, held_back, capsys
 ):
-    from blocking.models import Campaign, KillSwitch, LinkedAccount
-    from django.utils import timezone
-
-    user = django_user_model.objects.create_user("status-probe")
-    Campaign.objects.create(
-        user=user, target_handle="t.test", target_did="did:plc:t", action="block", scope="followers"
-    )
-    account = LinkedAccount(
-        user=user, handle="p.test", did="did:plc:p", service_url="https://pds.example"
-    )
-    account.app_password = "x" * 19
-    account.rate_limited_until = timezone.now() + timezone.timedelta(minutes=5)
-    account.save()
-    KillSwitch.objects.create(task_name="blocking.act_on_batch", engaged=True, reason="rollback")
-    KillSwitch.objects.create(task_name="blocking.fetch_follower_page", engaged=False)
-
     call_command("status", "--json")
     status = json.loads(capsys.readouterr().out)
     assert status["campaigns_running"] == 1
