@@ -21,7 +21,6 @@ EXPORTERS = {
     "prometheus-redis-exporter.service": 9121,
 }
 REDIS_ONLY = {"prometheus-redis-exporter.service"}
-MEASURED = [*EXPORTERS, "shoestring-guard.service"]
 # What may listen beyond loopback: nginx (HTTP, HTTPS) and sshd.
 PUBLIC = {"nginx", "sshd"}
 
@@ -217,7 +216,7 @@ def test_measure_what_the_metrics_stack_and_the_guard_cost(host):
     grown = _written(host) - before
     print("\nmemory now:")
     total = 0
-    for unit in MEASURED:
+    for unit in [*exporters(host), "shoestring-guard.service"]:
         memory = int(host.check_output("systemctl show -P MemoryCurrent %s", unit))
         total += memory
         print(f"  {unit}: {memory / 1048576:.1f} MiB")
