@@ -171,11 +171,6 @@ BAD_SETTINGS = [
         id="guard-resumes-below-its-pause-threshold",
     ),
     pytest.param(
-        {"guard_cloudwatch_volume_id": "my-disk"},
-        ["guard_cloudwatch_volume_id", "empty or a volume id", "got 'my-disk'"],
-        id="guard-cloudwatch-volume-not-a-volume-id",
-    ),
-    pytest.param(
         {"monitoring_scrape_interval_s": 300},
         ["monitoring_scrape_interval_s must be 5-60", "got 300"],
         id="metrics-once-in-five-minutes",

@@ -4,8 +4,6 @@ only after the modelled burst balance stayed healthy for a while. Works on both 
 pause is a flag the bulk pool reads (core.pause), and queue depths come from the broker."""
 
 import json
-import re
-from contextlib import contextmanager
 
 import pytest
 from shoestring_host import host_time, journal, wait_until
@@ -45,11 +43,11 @@ def guard_state(host):
     return json.loads(host.check_output("cat /run/shoestring-guard/state.json"))
 
 
-@contextmanager
-def guard_running_with(host, settings):
-    """The real guard unit with these settings on top, by a runtime drop-in (a later
+@pytest.fixture
+def simulated_volume(host):
+    """The real guard unit, re-pointed at a small simulated volume by a runtime drop-in (a later
     EnvironmentFile= wins); on exit the drop-in goes and the guard runs as provisioned."""
-    content = "".join(f'{name}="{value}"\n' for name, value in settings.items())
+    content = "".join(f'{name}="{value}"\n' for name, value in SIMULATED.items())
     host.check_output("umask 077 && printf '%%s' %s > %s", content, TEST_ENV)
     host.check_output(
         "mkdir -p %s && printf '[Service]\\nEnvironmentFile=%s\\n' > %s",
@@ -59,19 +57,10 @@ def guard_running_with(host, settings):
     )
     host.check_output("systemctl stop %s && rm -f %s", GUARD, FLAG)
     host.check_output("systemctl daemon-reload && systemctl start %s", GUARD)
-    try:
-        yield
-    finally:
-        host.run("systemctl stop %s", GUARD)
-        host.run("rm -f %s %s %s %s", DROPIN, TEST_ENV, LOAD, FLAG)
-        host.run("systemctl daemon-reload && systemctl start %s", GUARD)
-
-
-@pytest.fixture
-def simulated_volume(host):
-    """The guard re-pointed at a small simulated volume."""
-    with guard_running_with(host, SIMULATED):
-        yield
+    yield
+    host.run("systemctl stop %s", GUARD)
+    host.run("rm -f %s %s %s %s", DROPIN, TEST_ENV, LOAD, FLAG)
+    host.run("systemctl daemon-reload && systemctl start %s", GUARD)
 
 
 def test_the_guard_runs_sandboxed_and_reports_every_reading(host):
@@ -157,68 +146,3 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
         ),
         30,
     )
-
-
-def guard_env(host):
-    content = host.file("/etc/shoestring/guard.env").content_string
-    return dict(re.findall(r'^([A-Z0-9_]+)="?(.*?)"?$', content, flags=re.MULTILINE))
-
-
-PUT_BALANCE = """
-import boto3, datetime, os, sys
-cloudwatch = boto3.client("cloudwatch", region_name=os.environ["GUARD_AWS_REGION"],
-                          endpoint_url=os.environ["GUARD_CLOUDWATCH_ENDPOINT_URL"])
-cloudwatch.put_metric_data(Namespace="AWS/EBS", MetricData=[{
-    "MetricName": "BurstBalance", "Unit": "Percent", "Value": float(sys.argv[1]),
-    "Dimensions": [{"Name": "VolumeId", "Value": os.environ["GUARD_CLOUDWATCH_VOLUME_ID"]}],
-    "Timestamp": datetime.datetime.now(datetime.UTC)
-                 - datetime.timedelta(minutes=float(sys.argv[2]))}])
-"""
-
-
-def put_burst_balance(host, percent, minutes_ago):
-    """A BurstBalance datapoint in CloudWatch (moto_server here), as AWS publishes one a
-    minute, sent with the guard's own settings and credentials."""
-    host.check_output(
-        "set -a && . /etc/shoestring/guard.env && python3 -c %s %s %s",
-        PUT_BALANCE,
-        str(percent),
-        str(minutes_ago),
-    )
-
-
-def test_cloudwatch_burst_balance_pauses_and_resumes_bulk_work(host):
-    env = guard_env(host)
-    if not env.get("GUARD_CLOUDWATCH_VOLUME_ID"):
-        pytest.skip("the guard reads CloudWatch only where a volume id is set (the sqs scenario)")
-    started = host_time(host)
-    # A drained volume by AWS's own count, while this host's I/O model still shows it full.
-    put_burst_balance(host, 12, minutes_ago=4)
-    fast = {
-        "GUARD_INTERVAL_S": "2",
-        "GUARD_CLOUDWATCH_INTERVAL_S": "2",
-        "GUARD_RESUME_AFTER_S": "6",
-    }
-    with guard_running_with(host, fast):
-        assert wait_until(lambda: host.file(FLAG).exists, 30), "CloudWatch's 12% did not pause"
-        state = guard_state(host)
-        assert state["paused"] is True
-        assert state["cloudwatch_burst_balance_percent"] == 12
-        assert "(CloudWatch) < 30%" in state["reason"]
-        metrics = host.file("/run/shoestring-guard/metrics/shoestring_guard.prom").content_string
-        assert "shoestring_guard_cloudwatch_burst_balance_percent 12.00" in metrics
-
-        # The volume refilled: a newer datapoint, and bulk work resumes after the wait.
-        put_burst_balance(host, 97, minutes_ago=0)
-        assert wait_until(lambda: not host.file(FLAG).exists, 60), "bulk work never resumed"
-    timeline = [
-        (when - started, message)
-        for when, _, message in journal(host, GUARD, started)
-        if message.startswith("guard:")
-    ]
-    print("\nguard timeline with CloudWatch (seconds after the first datapoint):")
-    for when, message in timeline:
-        print(f"  {when:6.1f}s  {message}")
-    assert any("CloudWatch BurstBalance of vol-" in message for _, message in timeline)
-    assert any("PAUSE" in message and "(CloudWatch)" in message for _, message in timeline)
-    assert any("RESUME" in message for _, message in timeline)

@@ -10,12 +10,7 @@ consuming its queues, in flight tasks finish; core.pause). Resume conservatively
 every reading stayed past the resume thresholds for GUARD_RESUME_AFTER_S. Each decision is
 logged with its numbers; the current state is in GUARD_STATE_DIR/state.json and, for the node
 exporter's textfile collector, GUARD_STATE_DIR/metrics/shoestring_guard.prom (both on tmpfs: the
-guard itself writes nothing to the disk it protects).
-
-On AWS, when GUARD_CLOUDWATCH_VOLUME_ID names the volume, it also asks CloudWatch for the
-volume's BurstBalance every GUARD_CLOUDWATCH_INTERVAL_S: AWS's own figure resets the model (which
-starts full and only knows what this host did since it started); if the instance profile does not
-allow cloudwatch:GetMetricStatistics, it says so once and goes on with the model alone."""
+guard itself writes nothing to the disk it protects)."""
 
 import json
 import os
@@ -57,11 +52,6 @@ class Volume:
                 self.capacity, max(0.0, self.credits + (self.baseline - iops) * seconds)
             )
 
-    def resync(self, percent):
-        """AWS's own figure replaces the model's (gp2 only: gp3 has no bucket)."""
-        if self.capacity:
-            self.credits = self.capacity * min(100.0, max(0.0, percent)) / 100.0
-
     def balance_percent(self, iops):
         if self.capacity:
             return 100.0 * self.credits / self.capacity
@@ -75,74 +65,6 @@ class Volume:
                 f"{self.burst:.0f}, bucket {self.capacity:.0f} credits"
             )
         return f"gp3 {self.size_gib:g} GiB: {self.baseline:.0f} IOPS"
-
-
-class CloudWatchBalance:
-    """AWS's own BurstBalance of the volume (AWS/EBS, percent, one datapoint a minute)."""
-
-    def __init__(self):
-        self.volume_id = ENV.get("GUARD_CLOUDWATCH_VOLUME_ID", "")
-        self.interval = setting("GUARD_CLOUDWATCH_INTERVAL_S", 300)
-        self.next_at = 0.0
-        self.client = None
-        self.last = None  # (percent, datapoint time) of the newest reading
-        if not self.volume_id:
-            return
-        # Debian's python3-boto3, installed only when a volume id is set.
-        import boto3
-
-        self.client = boto3.client(
-            "cloudwatch",
-            region_name=ENV.get("GUARD_AWS_REGION") or None,
-            endpoint_url=ENV.get("GUARD_CLOUDWATCH_ENDPOINT_URL") or None,
-        )
-
-    def describe(self):
-        if not self.volume_id:
-            return "CloudWatch not asked (no volume id)"
-        if self.client is None:
-            return f"CloudWatch BurstBalance of {self.volume_id} not allowed; the model alone"
-        return f"CloudWatch BurstBalance of {self.volume_id} every {self.interval:g}s"
-
-    def read(self, now):
-        """The newest BurstBalance in percent when it is time to ask and CloudWatch has one,
-        else None."""
-        if self.client is None or now < self.next_at:
-            return None
-        self.next_at = now + self.interval
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        end = time.time()
-        try:
-            answer = self.client.get_metric_statistics(
-                Namespace="AWS/EBS",
-                MetricName="BurstBalance",
-                Dimensions=[{"Name": "VolumeId", "Value": self.volume_id}],
-                StartTime=end - 1200,
-                EndTime=end + 60,  # the minute under way too
-                Period=60,
-                Statistics=["Minimum"],
-            )
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-                log(
-                    f"guard: CloudWatch refused GetMetricStatistics ({code}): the instance profile"
-                    " does not allow it; going on with the modelled balance alone"
-                )
-                self.client = None
-            else:
-                log(f"guard: CloudWatch failed ({code or error}); trying again later")
-            return None
-        except BotoCoreError as error:
-            log(f"guard: CloudWatch unreachable ({error}); trying again later")
-            return None
-        points = answer.get("Datapoints", [])
-        if not points:
-            return None
-        newest = max(points, key=lambda point: point["Timestamp"])
-        self.last = (float(newest["Minimum"]), newest["Timestamp"].timestamp())
-        return self.last[0]
 
 
 def find_device(configured, data_path):
@@ -209,9 +131,6 @@ shoestring_guard_bulk_paused {paused}
 # HELP shoestring_guard_burst_balance_percent The modelled EBS burst balance.
 # TYPE shoestring_guard_burst_balance_percent gauge
 shoestring_guard_burst_balance_percent {balance:.2f}
-# HELP shoestring_guard_cloudwatch_burst_balance_percent CloudWatch's BurstBalance (-1: none).
-# TYPE shoestring_guard_cloudwatch_burst_balance_percent gauge
-shoestring_guard_cloudwatch_burst_balance_percent {cloudwatch:.2f}
 # HELP shoestring_guard_volume_iops I/O operations per second on the data volume.
 # TYPE shoestring_guard_volume_iops gauge
 shoestring_guard_volume_iops {iops:.1f}
@@ -228,9 +147,7 @@ shoestring_guard_decisions_total{{decision="resume"}} {resumes}
 """
 
 
-def publish(
-    state_dir, paused, reason, device, volume, cloudwatch, balance, iops, pressure, swapin, counts
-):
+def publish(state_dir, paused, reason, device, volume, balance, iops, pressure, swapin, counts):
     """The state for shoestring-status, and the same as metrics for the node exporter."""
     state = {
         "time": time.time(),
@@ -240,8 +157,6 @@ def publish(
         "volume": volume.describe(),
         "burst_balance_percent": balance,
         "credits": volume.credits,
-        "cloudwatch": cloudwatch.describe(),
-        "cloudwatch_burst_balance_percent": cloudwatch.last[0] if cloudwatch.last else None,
         "iops": iops,
         "memory_some_avg10": pressure,
         "swap_ins_per_s": swapin,
@@ -253,7 +168,6 @@ def publish(
         METRICS.format(
             paused=int(paused),
             balance=balance,
-            cloudwatch=cloudwatch.last[0] if cloudwatch.last else -1,
             iops=iops,
             pressure=pressure,
             swapin=swapin,
@@ -278,7 +192,6 @@ def main():
     (state_dir / "metrics").chmod(0o755)
 
     volume = Volume()
-    cloudwatch = CloudWatchBalance()
     device = find_device(
         ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
     )
@@ -290,8 +203,7 @@ def main():
         f"guard: watching {device} as {volume.describe()}; pause below {pause_below:g}% or memory "
         f"pressure over {pressure_pause:g} or swap-ins over {swapin_pause:g}/s, resume after "
         f"{resume_after:g}s above {resume_above:g}% and under {pressure_resume:g};"
-        f" every {interval:g}s; {cloudwatch.describe()}"
-        + ("; bulk work is paused (flag present)" if paused else "")
+        f" every {interval:g}s" + ("; bulk work is paused (flag present)" if paused else "")
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     publish(
@@ -300,7 +212,6 @@ def main():
         "starting",
         device,
         volume,
-        cloudwatch,
         volume.balance_percent(0),
         0.0,
         memory_pressure(),
@@ -317,24 +228,16 @@ def main():
         swapin_rate = (swapin - last_swapin) / elapsed
         last_ios, last_swapin, last_time = ios, swapin, now
         volume.spend(iops, elapsed)
-        from_aws = cloudwatch.read(now)
-        if from_aws is not None:
-            volume.resync(from_aws)
         balance = volume.balance_percent(iops)
-        source = "CloudWatch" if from_aws is not None else "modelled"
         pressure = memory_pressure()
         numbers = (
-            f"burst balance {balance:.1f}% {source} ({volume.credits:.0f} credits),"
-            f" {iops:.0f} IOPS,"
+            f"burst balance {balance:.1f}% ({volume.credits:.0f} credits), {iops:.0f} IOPS,"
             f" memory pressure {pressure:.2f}, swap-ins {swapin_rate:.1f}/s"
         )
         alarms = [
             text
             for text, bad in [
-                (
-                    f"burst balance {balance:.1f}% ({source}) < {pause_below:g}%",
-                    balance < pause_below,
-                ),
+                (f"burst balance {balance:.1f}% < {pause_below:g}%", balance < pause_below),
                 (f"memory pressure {pressure:.2f} > {pressure_pause:g}", pressure > pressure_pause),
                 (f"swap-ins {swapin_rate:.1f}/s > {swapin_pause:g}/s", swapin_rate > swapin_pause),
             ]
@@ -372,7 +275,6 @@ def main():
             reason if paused else ("healthy" if not alarms else reason),
             device,
             volume,
-            cloudwatch,
             balance,
             iops,
             pressure,
