@@ -2,6 +2,7 @@
 the lowest priority, keeps N days, and `shoestring-restore` brings a destroyed database back
 from it: the app answers and the data, credentials included, is back."""
 
+import json
 import re
 import secrets
 
@@ -172,3 +173,44 @@ def test_a_file_that_is_not_a_dump_changes_nothing(host):
     assert restore.rc == 1
     assert "not a pg_dump archive" in restore.stderr
     assert healthz_code(host) == "200"
+
+
+S3_CHECK = """
+import boto3, json, os
+s3 = boto3.client("s3", region_name=os.environ["BACKUP_S3_REGION"],
+                  endpoint_url=os.environ["BACKUP_S3_ENDPOINT_URL"])
+bucket, prefix = os.environ["BACKUP_S3_BUCKET"], os.environ["BACKUP_S3_PREFIX"]
+objects = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+public = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+print(json.dumps({"prefix": prefix, "keys": {o["Key"]: o["Size"] for o in objects}, "rules": rules,
+                  "encryption": encryption, "public": public}, default=str))
+"""
+
+
+def test_each_backup_is_copied_to_an_encrypted_private_bucket_that_expires_it(host):
+    env = host.file("/etc/shoestring/backup.env").content_string
+    if "BACKUP_S3_BUCKET=" not in env:
+        pytest.skip("the S3 copy is proved where a bucket is set (the sqs scenario, moto_server)")
+    host.check_output("systemctl start shoestring-backup.service")
+    newest = dumps(host)[0]
+    size = int(host.check_output("stat -c %%s %s/%s", BACKUP_DIR, newest))
+    found = json.loads(
+        host.check_output(
+            "set -a && . /etc/shoestring/backup.env && python3 -c %s", S3_CHECK
+        ).splitlines()[-1]
+    )
+    key = found["prefix"] + newest
+    assert found["keys"].get(key) == size, f"{key} ({size} bytes) not in the bucket: {found}"
+    (rule,) = found["rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Expiration"]["Days"] >= 1
+    algorithms = [
+        r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        for r in found["encryption"]["Rules"]
+    ]
+    assert algorithms == ["AES256"]
+    assert all(found["public"].values()), f"public access not blocked: {found['public']}"
+    log = host.check_output("journalctl -u shoestring-backup.service -n 20 -o cat")
+    assert f"copied to s3://shoestring-molecule-backups/{key} in" in log
