@@ -160,6 +160,36 @@ BAD_SETTINGS = [
         ["fakesky_port must be an unprivileged port", "got 80"],
         id="fake-network-on-a-privileged-port",
     ),
+    pytest.param(
+        {"backup_keep_days": 0},
+        ["backup_keep_days must be >= 1", "got 0"],
+        id="backups-kept-no-days",
+    ),
+    pytest.param(
+        {"backup_on_calendar": "whenever"},
+        ["backup_on_calendar must be a systemd OnCalendar expression", "got 'whenever'"],
+        id="backup-calendar-systemd-cannot-read",
+    ),
+    pytest.param(
+        {"backup_s3_bucket": "My_Bucket"},
+        ["backup_s3_bucket empty or an S3 bucket name", "'My_Bucket'"],
+        id="backup-bucket-not-a-bucket-name",
+    ),
+    pytest.param(
+        {"status_disk_used_warn_percent": 150},
+        ["status_disk_used_warn_percent must be 1-100", "got 150"],
+        id="status-disk-threshold-over-100",
+    ),
+    pytest.param(
+        {"guard_pause_below_percent": 60, "guard_resume_above_percent": 50},
+        ["guard_resume_above_percent must be above", "got 50 and 60"],
+        id="guard-resumes-below-its-pause-threshold",
+    ),
+    pytest.param(
+        {"monitoring_scrape_interval_s": 300},
+        ["monitoring_scrape_interval_s must be 5-60", "got 300"],
+        id="metrics-once-in-five-minutes",
+    ),
 ]
 
 

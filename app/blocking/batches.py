@@ -29,6 +29,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.task_metrics import count_actions
+
 from . import pacing
 from .campaigns import account_refused, backoff_s, finish_if_complete, held, usable_account
 from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
@@ -193,6 +195,7 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason
                     },
                 )
                 inserted = {row[0] for row in cursor.fetchall()}
+            transaction.on_commit(lambda: count_actions(batch.op, len(inserted)))
         conflicted = [did for did in done if did not in inserted]
         held_keys = dict(
             ActionRecord.objects.filter(
@@ -247,4 +250,5 @@ def undo_batch(self, batch_id):
         _waited(batch, account, error)
         return
     Batch.objects.filter(pk=batch.pk).delete()
+    count_actions(batch.op, len(batch.dids))
     pacing.dispatch(batch.owner_id)

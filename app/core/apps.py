@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Shoestring"
+
+    def ready(self):
+        from core import signals, task_metrics  # noqa: F401 - connect the task signals

@@ -6,6 +6,7 @@ a second build, then rolls back, and prints the wall time of each."""
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,9 @@ def test_a_deploy_switches_every_service_and_a_rollback_switches_them_back(host,
     # A second build: the same code and one more file, so another content hash.
     source = tmp_path / "app"
     shutil.copytree(REPO / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "config" / "build_note.py").write_text('"""The release test\'s second build."""\n')
+    # Unique each run, so a rerun on the same host makes a new build too.
+    note = f'"""The release test\'s second build ({time.time_ns()})."""\n'
+    (source / "config" / "build_note.py").write_text(note)
     deploy_s, _ = site("site.yml", "--tags", "release", "-e", f"release_source_dir={source}")
     second = answering_release(host)
     assert second not in before

@@ -12,6 +12,9 @@ UNITS = [
     "shoestring-worker-bulk.service",
     "shoestring-worker-maintenance.service",
     "shoestring-beat.service",
+    "shoestring-backup.service",
+    "shoestring-guard.service",
+    "shoestring-metrics.service",
 ]
 MAX_EXPOSURE = 3.0
 SANDBOX = {

@@ -1,0 +1,287 @@
+#!/usr/bin/python3
+"""shoestring-guard: pause bulk work before the disk's burst balance or the memory runs out.
+
+Every GUARD_INTERVAL_S seconds it reads the data volume's I/O count from /proc/diskstats and
+models the EBS volume's burst bucket (gp2: a baseline of IOPS-per-GiB times the size, at least
+a minimum, bursting to a cap while credits last; gp3: a flat limit, no bucket), and reads the
+memory pressure (/proc/pressure/memory) and the swap-ins (/proc/vmstat). Pause eagerly: the
+first reading past a pause threshold creates the pause flag, which the bulk pool reads (it stops
+consuming its queues, in flight tasks finish; core.pause). Resume conservatively: only after
+every reading stayed past the resume thresholds for GUARD_RESUME_AFTER_S. Each decision is
+logged with its numbers; the current state is in GUARD_STATE_DIR/state.json and, for the node
+exporter's textfile collector, GUARD_STATE_DIR/metrics/shoestring_guard.prom (both on tmpfs: the
+guard itself writes nothing to the disk it protects)."""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ENV = os.environ
+
+
+def setting(name, default, kind=float):
+    return kind(ENV.get(name, default))
+
+
+class Volume:
+    """The EBS burst bucket, modelled from the I/O count of the data volume."""
+
+    def __init__(self):
+        self.type = ENV.get("GUARD_VOLUME_TYPE", "gp2")
+        self.size_gib = setting("GUARD_VOLUME_SIZE_GIB", 20)
+        if self.type == "gp2":
+            self.baseline = max(
+                setting("GUARD_GP2_MIN_IOPS", 100),
+                setting("GUARD_GP2_IOPS_PER_GIB", 3) * self.size_gib,
+            )
+            self.burst = setting("GUARD_GP2_BURST_IOPS", 3000)
+            self.capacity = setting("GUARD_GP2_CREDITS", 5.4e6)
+        else:
+            self.baseline = setting("GUARD_GP3_IOPS", 3000)
+            self.burst = self.baseline
+            self.capacity = 0.0
+        self.credits = self.capacity
+
+    def spend(self, iops, seconds):
+        """Credits are spent above the baseline and earned below it, up to the bucket's size."""
+        if self.capacity:
+            self.credits = min(
+                self.capacity, max(0.0, self.credits + (self.baseline - iops) * seconds)
+            )
+
+    def balance_percent(self, iops):
+        if self.capacity:
+            return 100.0 * self.credits / self.capacity
+        # gp3 has no bucket: the headroom left under its flat limit stands in for the balance.
+        return max(0.0, 100.0 * (1 - iops / self.baseline))
+
+    def describe(self):
+        if self.capacity:
+            return (
+                f"gp2 {self.size_gib:g} GiB: baseline {self.baseline:.0f} IOPS, burst "
+                f"{self.burst:.0f}, bucket {self.capacity:.0f} credits"
+            )
+        return f"gp3 {self.size_gib:g} GiB: {self.baseline:.0f} IOPS"
+
+
+def find_device(configured, data_path):
+    """The block device to watch: the configured one, else the one holding data_path, else
+    (a container, whose root is an overlay) the whole disk with the most completed writes."""
+    stats = read_diskstats()
+    if configured:
+        return configured
+    try:
+        device = os.stat(data_path).st_dev
+        major, minor = os.major(device), os.minor(device)
+        for name, (dev_major, dev_minor, _) in stats.items():
+            if (dev_major, dev_minor) == (major, minor):
+                return name
+    except OSError:
+        pass
+    disks = {
+        name: ios
+        for name, (_, _, ios) in stats.items()
+        if not name.startswith(("loop", "ram", "zram", "dm-", "sr"))
+        and Path(f"/sys/block/{name}").exists()
+    }
+    return max(disks, key=disks.get)
+
+
+def read_diskstats():
+    stats = {}
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        # reads completed (4th field) and writes completed (8th): EBS counts operations.
+        stats[fields[2]] = (int(fields[0]), int(fields[1]), int(fields[3]) + int(fields[7]))
+    return stats
+
+
+def memory_pressure():
+    try:
+        first = Path("/proc/pressure/memory").read_text().split("\n", 1)[0]
+        return float(dict(item.split("=") for item in first.split()[1:])["avg10"])
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def swap_ins():
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        if line.startswith("pswpin "):
+            return int(line.split()[1])
+    return 0
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def write_atomic(path, text):
+    partial = path.with_name(path.name + ".new")
+    partial.write_text(text)
+    partial.chmod(0o644)
+    partial.replace(path)
+
+
+METRICS = """# HELP shoestring_guard_bulk_paused 1 while the guard has paused bulk work.
+# TYPE shoestring_guard_bulk_paused gauge
+shoestring_guard_bulk_paused {paused}
+# HELP shoestring_guard_burst_balance_percent The modelled EBS burst balance.
+# TYPE shoestring_guard_burst_balance_percent gauge
+shoestring_guard_burst_balance_percent {balance:.2f}
+# HELP shoestring_guard_volume_iops I/O operations per second on the data volume.
+# TYPE shoestring_guard_volume_iops gauge
+shoestring_guard_volume_iops {iops:.1f}
+# HELP shoestring_guard_memory_pressure_some_avg10 Memory PSI, some, avg10.
+# TYPE shoestring_guard_memory_pressure_some_avg10 gauge
+shoestring_guard_memory_pressure_some_avg10 {pressure:.2f}
+# HELP shoestring_guard_swap_ins_per_second Pages swapped in per second.
+# TYPE shoestring_guard_swap_ins_per_second gauge
+shoestring_guard_swap_ins_per_second {swapin:.1f}
+# HELP shoestring_guard_decisions_total Pauses and resumes since the guard started.
+# TYPE shoestring_guard_decisions_total counter
+shoestring_guard_decisions_total{{decision="pause"}} {pauses}
+shoestring_guard_decisions_total{{decision="resume"}} {resumes}
+"""
+
+
+def publish(state_dir, paused, reason, device, volume, balance, iops, pressure, swapin, counts):
+    """The state for shoestring-status, and the same as metrics for the node exporter."""
+    state = {
+        "time": time.time(),
+        "paused": paused,
+        "reason": reason,
+        "device": device,
+        "volume": volume.describe(),
+        "burst_balance_percent": balance,
+        "credits": volume.credits,
+        "iops": iops,
+        "memory_some_avg10": pressure,
+        "swap_ins_per_s": swapin,
+        "decisions": counts,
+    }
+    write_atomic(state_dir / "state.json", json.dumps(state))
+    write_atomic(
+        state_dir / "metrics" / "shoestring_guard.prom",
+        METRICS.format(
+            paused=int(paused),
+            balance=balance,
+            iops=iops,
+            pressure=pressure,
+            swapin=swapin,
+            pauses=counts["pause"],
+            resumes=counts["resume"],
+        ),
+    )
+
+
+def main():
+    interval = setting("GUARD_INTERVAL_S", 15)
+    pause_below = setting("GUARD_PAUSE_BELOW_PERCENT", 30)
+    resume_above = setting("GUARD_RESUME_ABOVE_PERCENT", 50)
+    pressure_pause = setting("GUARD_MEMORY_PRESSURE_PAUSE", 20)
+    pressure_resume = setting("GUARD_MEMORY_PRESSURE_RESUME", 5)
+    swapin_pause = setting("GUARD_SWAPIN_PAUSE_PER_S", 50)
+    resume_after = setting("GUARD_RESUME_AFTER_S", 300)
+    state_dir = Path(ENV.get("GUARD_STATE_DIR", "/run/shoestring-guard"))
+    flag = state_dir / "pause-bulk"
+    # Readable by the node exporter and shoestring-status; the service's umask is 0077.
+    (state_dir / "metrics").mkdir(exist_ok=True)
+    (state_dir / "metrics").chmod(0o755)
+
+    volume = Volume()
+    device = find_device(
+        ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
+    )
+    paused = flag.exists()
+    healthy_since = None
+    reason = "starting"
+    counts = {"pause": 0, "resume": 0}
+    log(
+        f"guard: watching {device} as {volume.describe()}; pause below {pause_below:g}% or memory "
+        f"pressure over {pressure_pause:g} or swap-ins over {swapin_pause:g}/s, resume after "
+        f"{resume_after:g}s above {resume_above:g}% and under {pressure_resume:g};"
+        f" every {interval:g}s" + ("; bulk work is paused (flag present)" if paused else "")
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    publish(
+        state_dir,
+        paused,
+        "starting",
+        device,
+        volume,
+        volume.balance_percent(0),
+        0.0,
+        memory_pressure(),
+        0.0,
+        counts,
+    )
+    last_ios, last_swapin, last_time = read_diskstats()[device][2], swap_ins(), time.monotonic()
+    while True:
+        time.sleep(interval)
+        now = time.monotonic()
+        elapsed = now - last_time
+        ios, swapin = read_diskstats()[device][2], swap_ins()
+        iops = (ios - last_ios) / elapsed
+        swapin_rate = (swapin - last_swapin) / elapsed
+        last_ios, last_swapin, last_time = ios, swapin, now
+        volume.spend(iops, elapsed)
+        balance = volume.balance_percent(iops)
+        pressure = memory_pressure()
+        numbers = (
+            f"burst balance {balance:.1f}% ({volume.credits:.0f} credits), {iops:.0f} IOPS,"
+            f" memory pressure {pressure:.2f}, swap-ins {swapin_rate:.1f}/s"
+        )
+        alarms = [
+            text
+            for text, bad in [
+                (f"burst balance {balance:.1f}% < {pause_below:g}%", balance < pause_below),
+                (f"memory pressure {pressure:.2f} > {pressure_pause:g}", pressure > pressure_pause),
+                (f"swap-ins {swapin_rate:.1f}/s > {swapin_pause:g}/s", swapin_rate > swapin_pause),
+            ]
+            if bad
+        ]
+        if paused and not flag.exists():
+            # The operator removed the flag: bulk work runs again; the next alarm pauses it.
+            paused, healthy_since = False, None
+            log(f"guard: the pause flag was removed by hand: bulk work runs ({numbers})")
+        healthy = (
+            balance >= resume_above and pressure < pressure_resume and swapin_rate <= swapin_pause
+        )
+        if not paused and alarms:
+            paused, healthy_since, reason = True, None, "; ".join(alarms)
+            flag.touch()
+            counts["pause"] += 1
+            log(f"guard: PAUSE bulk work: {reason} ({numbers})")
+        elif paused:
+            if not healthy:
+                healthy_since = None
+            elif healthy_since is None:
+                healthy_since = now
+                log(
+                    f"guard: healthy again, resuming in {resume_after:g}s"
+                    f" if it stays so ({numbers})"
+                )
+            elif now - healthy_since >= resume_after:
+                paused, reason = False, f"healthy for {now - healthy_since:.0f}s"
+                flag.unlink(missing_ok=True)
+                counts["resume"] += 1
+                log(f"guard: RESUME bulk work: {reason} ({numbers})")
+        publish(
+            state_dir,
+            paused,
+            reason if paused else ("healthy" if not alarms else reason),
+            device,
+            volume,
+            balance,
+            iops,
+            pressure,
+            swapin_rate,
+            counts,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
