@@ -15,7 +15,9 @@
 # ephemeral 127.0.0.1 port only (`docker port NAME 443`).
 set -Eeuo pipefail
 
-IMAGE="${SHOESTRING_IMAGE:-shoestring/debian12-systemd:1}"
+# shellcheck source=molecule/image/t3small.sh
+. "$(dirname "$0")/../molecule/image/t3small.sh"
+IMAGE="$T3SMALL_IMAGE"
 STATE_DIR="${BENCH_STATE_DIR:-/var/tmp/shoestring-bench}"
 # Sparse files: only what is written takes space. /var holds apt's cache, the
 # journal, Redis and (unless split) Postgres.
@@ -104,23 +106,10 @@ up() {
     make_fs "$dir/pg.img" "$dir/pg" "$PG_SIZE"
     volumes+=(-v "$dir/pg:/var/lib/postgresql")
   fi
-  docker run -d --name "$name" --hostname "$name" \
-    --label shoestring-bench=1 \
-    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cgroupns=host \
-    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
-    "${volumes[@]}" \
-    --stop-signal SIGRTMIN+3 \
-    --cpus 2 --memory 2g --memory-swap 2g \
-    -p "127.0.0.1::443" \
-    "$IMAGE" >/dev/null
-  for _ in $(seq 1 60); do
-    state="$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)"
-    [[ "$state" == running || "$state" == degraded ]] && break
-    sleep 1
-  done
+  t3small_run "$name" --label shoestring-bench=1 "${volumes[@]}" -p "127.0.0.1::443"
+  state="$(t3small_booted "$name")"
   trap - ERR
-  echo "bench host $name is up (systemd: ${state:-unknown}; /var on $(loop_of "$dir/var.img"))"
+  echo "bench host $name is up (systemd: $state; /var on $(loop_of "$dir/var.img"))"
 }
 
 devices() {

@@ -6,8 +6,9 @@
 #   inventory/local/container.sh down   remove it
 set -euo pipefail
 
+# shellcheck source=molecule/image/t3small.sh
+. "$(dirname "$0")/../../molecule/image/t3small.sh"
 NAME=shoestring-local
-IMAGE="${SHOESTRING_IMAGE:-shoestring/debian12-systemd:1}"
 HTTPS_PORT="${SHOESTRING_HTTPS_PORT:-8443}"
 HTTP_PORT="${SHOESTRING_HTTP_PORT:-8080}"
 
@@ -18,21 +19,10 @@ case "${1:-up}" in
       exit 0
     fi
     docker rm -f "$NAME" >/dev/null 2>&1 || true
-    docker run -d --name "$NAME" --hostname "$NAME" \
-      --cap-add SYS_ADMIN --cap-add NET_ADMIN --cgroupns=host \
-      --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-      -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
-      --stop-signal SIGRTMIN+3 \
-      --cpus 2 --memory 2g --memory-swap 2g \
-      -p "127.0.0.1:${HTTPS_PORT}:443" -p "127.0.0.1:${HTTP_PORT}:80" \
-      "$IMAGE" >/dev/null
+    t3small_run "$NAME" -p "127.0.0.1:${HTTPS_PORT}:443" -p "127.0.0.1:${HTTP_PORT}:80"
     # Wait for systemd to finish booting before Ansible talks to it.
-    for _ in $(seq 1 60); do
-      state="$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)"
-      [[ "$state" == running || "$state" == degraded ]] && break
-      sleep 1
-    done
-    echo "container $NAME is up (systemd: ${state:-unknown})"
+    state="$(t3small_booted "$NAME")"
+    echo "container $NAME is up (systemd: $state)"
     ;;
   down)
     docker rm -f "$NAME" >/dev/null 2>&1 || true
