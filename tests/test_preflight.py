@@ -186,6 +186,16 @@ BAD_SETTINGS = [
         id="guard-resumes-below-its-pause-threshold",
     ),
     pytest.param(
+        {"guard_cloudwatch_volume_id": "my-disk"},
+        ["guard_cloudwatch_volume_id", "empty or a volume id", "got 'my-disk'"],
+        id="guard-cloudwatch-volume-not-a-volume-id",
+    ),
+    pytest.param(
+        {"guard_cloudwatch_volume_id": "vol-0123456789abcdef0", "guard_cloudwatch_interval_s": 10},
+        ["guard_cloudwatch_interval_s at least 60", "got 10"],
+        id="guard-cloudwatch-asked-more-often-than-aws-publishes",
+    ),
+    pytest.param(
         {"monitoring_scrape_interval_s": 300},
         ["monitoring_scrape_interval_s must be 5-60", "got 300"],
         id="metrics-once-in-five-minutes",

@@ -4,9 +4,12 @@ only after the modelled burst balance stayed healthy for a while. Works on both 
 pause is a flag the bulk pool reads (core.pause), and queue depths come from the broker."""
 
 import json
+import re
+import time
+from contextlib import contextmanager
 
 import pytest
-from shoestring_host import host_time, journal, wait_until
+from shoestring_host import env_file, host_time, journal, unit_props, wait_until
 
 GUARD = "shoestring-guard.service"
 FLAG = "/run/shoestring-guard/pause-bulk"
@@ -20,8 +23,6 @@ SIMULATED = {
     "GUARD_GP2_CREDITS": "30000",
     "GUARD_RESUME_AFTER_S": "15",
 }
-TEST_ENV = "/run/shoestring-guard-test.env"
-DROPIN = "/run/systemd/system/shoestring-guard.service.d/test.conf"
 LOAD = "/var/lib/shoestring-guard-load"
 
 PUBLISH = """
@@ -43,24 +44,41 @@ def guard_state(host):
     return json.loads(host.check_output("cat /run/shoestring-guard/state.json"))
 
 
-@pytest.fixture
-def simulated_volume(host):
-    """The real guard unit, re-pointed at a small simulated volume by a runtime drop-in (a later
-    EnvironmentFile= wins); on exit the drop-in goes and the guard runs as provisioned."""
-    content = "".join(f'{name}="{value}"\n' for name, value in SIMULATED.items())
-    host.check_output("umask 077 && printf '%%s' %s > %s", content, TEST_ENV)
+@contextmanager
+def running_with(host, unit, settings):
+    """The real unit with these settings on top, by a runtime drop-in (a later EnvironmentFile=
+    wins); on exit the drop-in goes and the unit runs as provisioned."""
+    env = f"/run/{unit}-test.env"
+    dropin = f"/run/systemd/system/{unit}.d/test.conf"
+    content = "".join(f'{name}="{value}"\n' for name, value in settings.items())
+    host.check_output("umask 077 && printf '%%s' %s > %s", content, env)
     host.check_output(
         "mkdir -p %s && printf '[Service]\\nEnvironmentFile=%s\\n' > %s",
-        DROPIN.rsplit("/", 1)[0],
-        TEST_ENV,
-        DROPIN,
+        dropin.rsplit("/", 1)[0],
+        env,
+        dropin,
     )
-    host.check_output("systemctl stop %s && rm -f %s", GUARD, FLAG)
-    host.check_output("systemctl daemon-reload && systemctl start %s", GUARD)
-    yield
-    host.run("systemctl stop %s", GUARD)
-    host.run("rm -f %s %s %s %s", DROPIN, TEST_ENV, LOAD, FLAG)
-    host.run("systemctl daemon-reload && systemctl start %s", GUARD)
+    if unit == GUARD:
+        host.check_output("systemctl stop %s && rm -f %s", GUARD, FLAG)
+        host.check_output("systemctl daemon-reload && systemctl start %s", GUARD)
+    else:
+        host.check_output("systemctl daemon-reload")
+    try:
+        yield
+    finally:
+        if unit == GUARD:
+            host.run("systemctl stop %s", GUARD)
+        host.run("rm -f %s %s %s %s", dropin, env, LOAD, FLAG)
+        host.run("systemctl daemon-reload && systemctl reset-failed %s", unit)
+        if unit == GUARD:
+            host.run("systemctl start %s", GUARD)
+
+
+@pytest.fixture
+def simulated_volume(host):
+    """The real guard unit, re-pointed at a small simulated volume."""
+    with running_with(host, GUARD, SIMULATED):
+        yield
 
 
 def test_the_guard_runs_sandboxed_and_reports_every_reading(host):
@@ -146,3 +164,143 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
         ),
         30,
     )
+
+
+CLOUDWATCH = "shoestring-cloudwatch.service"
+READING = "/run/shoestring-cloudwatch/burst-balance.json"
+PUT_BALANCE = """
+import boto3, datetime, os, sys
+cloudwatch = boto3.client("cloudwatch", region_name=os.environ["CLOUDWATCH_REGION"],
+                          endpoint_url=os.environ["CLOUDWATCH_ENDPOINT_URL"])
+cloudwatch.put_metric_data(Namespace="AWS/EBS", MetricData=[{
+    "MetricName": "BurstBalance", "Unit": "Percent", "Value": float(sys.argv[1]),
+    "Dimensions": [{"Name": "VolumeId", "Value": os.environ["CLOUDWATCH_VOLUME_ID"]}],
+    "Timestamp": datetime.datetime.now(datetime.UTC)
+                 - datetime.timedelta(minutes=float(sys.argv[2]))}])
+"""
+
+
+@pytest.fixture
+def cloudwatch(host):
+    """Where the guard reads CloudWatch (a volume id is set: the sqs scenario), its settings."""
+    if not host.file(f"/etc/systemd/system/{CLOUDWATCH}").exists:
+        pytest.skip("CloudWatch is read only where a volume id is set (the sqs scenario)")
+    return env_file(host, "/etc/shoestring/cloudwatch.env")
+
+
+def put_burst_balance(host, percent, minutes_ago):
+    """A BurstBalance datapoint in CloudWatch (moto_server here), as AWS publishes one a
+    minute, sent with the reading's own settings and credentials."""
+    host.check_output(
+        "set -a && . /etc/shoestring/cloudwatch.env && python3 -c %s %s %s",
+        PUT_BALANCE,
+        str(percent),
+        str(minutes_ago),
+    )
+
+
+def ask_cloudwatch(host):
+    """The oneshot, now (as its timer does every guard_cloudwatch_interval_s); what it wrote."""
+    run = host.run("systemctl start %s", CLOUDWATCH)
+    assert run.rc == 0, host.check_output("journalctl -u %s -n 5 -o cat", CLOUDWATCH)
+    assert unit_props(host, CLOUDWATCH, "Result")["Result"] == "success"
+    return json.loads(host.check_output("cat %s", READING))
+
+
+def test_cloudwatch_is_read_by_a_sandboxed_oneshot_on_a_timer_within_its_memory(host, cloudwatch):
+    assert host.service("shoestring-cloudwatch.timer").is_enabled
+    assert host.service("shoestring-cloudwatch.timer").is_running
+    props = unit_props(host, CLOUDWATCH, "User", "Type", "MemoryMax", "MemorySwapMax")
+    assert props["User"] == "shoestring-cloudwatch"
+    assert props["Type"] == "oneshot"
+    assert props["MemorySwapMax"] == "0"
+    limit_mib = int(props["MemoryMax"]) / 2**20
+    assert 20 < limit_mib < 100
+    out = host.check_output("systemd-analyze security --no-pager %s", CLOUDWATCH)
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)[1])
+    print(f"\n{CLOUDWATCH}: exposure {score}, MemoryMax {limit_mib:.0f} MiB")
+    assert score <= 3.0
+    # boto3 within its own limit (an OOM kill would make the Result "oom-kill"), and the guard
+    # keeps only the standard library: the reason this is a unit of its own.
+    reading = ask_cloudwatch(host)
+    assert reading["volume_id"] == cloudwatch["CLOUDWATCH_VOLUME_ID"]
+    assert reading["error"] is None
+    assert "import boto3" not in host.file("/usr/local/lib/shoestring/guard.py").content_string
+    # The guard may read it; only root and the reading's user may write it.
+    listing = host.check_output("ls -ln %s", READING).split()
+    assert listing[0] == "-rw-r--r--"
+
+
+def test_cloudwatch_burst_balance_pauses_and_resumes_bulk_work(host, cloudwatch):
+    started = host_time(host)
+    fast = {"GUARD_INTERVAL_S": "2", "GUARD_RESUME_AFTER_S": "6"}
+    with running_with(host, GUARD, fast):
+        # A drained volume by AWS's own count, while this host's model still shows it full.
+        put_burst_balance(host, 12, minutes_ago=3)
+        assert ask_cloudwatch(host)["percent"] == 12
+        assert wait_until(lambda: host.file(FLAG).exists, 30), "CloudWatch's 12% did not pause"
+        state = guard_state(host)
+        assert state["paused"] is True
+        assert state["cloudwatch_burst_balance_percent"] == 12
+        assert "burst balance 12.0% < 30%" in state["reason"]
+        metrics = host.file("/run/shoestring-guard/metrics/shoestring_guard.prom").content_string
+        assert "shoestring_guard_cloudwatch_burst_balance_percent 12.00" in metrics
+        status = host.run("shoestring-status").stdout
+        assert "CloudWatch's BurstBalance 12.0% (datapoint from " in status, status
+
+        # The volume refilled: a newer datapoint, and bulk work resumes after the wait.
+        put_burst_balance(host, 97, minutes_ago=0)
+        assert ask_cloudwatch(host)["percent"] == 97
+        assert wait_until(lambda: not host.file(FLAG).exists, 60), "bulk work never resumed"
+    timeline = [
+        (when - started, message)
+        for when, _, message in journal(host, GUARD, started)
+        if message.startswith("guard:")
+    ]
+    print("\nguard timeline with CloudWatch (seconds after the test began):")
+    for when, message in timeline:
+        print(f"  {when:6.1f}s  {message}")
+    messages = [message for _, message in timeline]
+    reset = messages.index("guard: burst balance reset to CloudWatch's 12.0%")
+    pause = next(i for i, m in enumerate(messages) if "PAUSE" in m)
+    refilled = messages.index("guard: burst balance reset to CloudWatch's 97.0%")
+    resume = next(i for i, m in enumerate(messages) if "RESUME" in m)
+    assert reset < pause < refilled < resume
+    assert "CloudWatch's last 12.0%" in messages[pause]
+
+
+def test_cloudwatch_out_of_reach_fails_the_unit_and_the_guard_goes_on(host, cloudwatch):
+    started = host_time(host)
+    # Nothing listens on port 9 of the loopback: CloudWatch out of reach, tried once.
+    unreachable = {"CLOUDWATCH_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    with running_with(host, GUARD, {"GUARD_INTERVAL_S": "2"}):
+        with running_with(host, CLOUDWATCH, unreachable):
+            assert host.run("systemctl start %s", CLOUDWATCH).rc != 0
+            assert unit_props(host, CLOUDWATCH, "Result")["Result"] == "exit-code"
+            reading = json.loads(host.check_output("cat %s", READING))
+            assert reading["error"].startswith("CloudWatch unreachable")
+            assert host.run("systemctl start %s", CLOUDWATCH).rc != 0
+            assert wait_until(
+                lambda: (
+                    "CloudWatch unreachable"
+                    in host.check_output(
+                        "journalctl -u %s --since @%s -o cat", GUARD, f"{started:.0f}"
+                    )
+                ),
+                20,
+            )
+            time.sleep(5)
+            assert "the guard cannot read CloudWatch" in host.run("shoestring-status").stdout
+            assert host.service(GUARD).is_running
+            assert not host.file(FLAG).exists
+        # Reachable again: the next run succeeds and the guard says so.
+        ask_cloudwatch(host)
+        assert wait_until(
+            lambda: (
+                "CloudWatch answers again"
+                in host.check_output("journalctl -u %s --since @%s -o cat", GUARD, f"{started:.0f}")
+            ),
+            20,
+        )
+    said = host.check_output("journalctl -u %s --since @%s -o cat", GUARD, f"{started:.0f}")
+    assert said.count("CloudWatch unreachable") == 1, said

@@ -33,6 +33,9 @@ EXPECT = {
     ),
     "promtool check rules /etc/prometheus/shoestring.rules.yml": r"SUCCESS: \d+ rules found",
     "grep oom_kill /proc/vmstat": r"^oom_kill \d+$",
+    "journalctl -t shoestring-cloudwatch -n 3 -o cat": (
+        r"^(cloudwatch: BurstBalance of vol-|-- No entries --)"
+    ),
     "ls -l /var/backups/shoestring": r"^total \d+",
     "systemctl list-timers shoestring-backup.timer": r"shoestring-backup\.service",
     "journalctl -u shoestring-backup.service -n 5 -o cat": r"",

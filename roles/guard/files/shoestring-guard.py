@@ -10,7 +10,12 @@ consuming its queues, in flight tasks finish; core.pause). Resume conservatively
 every reading stayed past the resume thresholds for GUARD_RESUME_AFTER_S. Each decision is
 logged with its numbers; the current state is in GUARD_STATE_DIR/state.json and, for the node
 exporter's textfile collector, GUARD_STATE_DIR/metrics/shoestring_guard.prom (both on tmpfs: the
-guard itself writes nothing to the disk it protects)."""
+guard itself writes nothing to the disk it protects).
+
+On AWS, when a volume id is set, shoestring-cloudwatch.timer writes CloudWatch's own
+BurstBalance of the volume to GUARD_CLOUDWATCH_FILE every few minutes; each new datapoint resets
+the model (which starts full and knows only what this host did since the guard started). When
+CloudWatch cannot be asked, the guard says so once and goes on with the model alone."""
 
 import json
 import os
@@ -52,6 +57,11 @@ class Volume:
                 self.capacity, max(0.0, self.credits + (self.baseline - iops) * seconds)
             )
 
+    def resync(self, percent):
+        """AWS's own figure replaces the model's (gp2 only: gp3 has no bucket)."""
+        if self.capacity:
+            self.credits = self.capacity * min(100.0, max(0.0, percent)) / 100.0
+
     def balance_percent(self, iops):
         if self.capacity:
             return 100.0 * self.credits / self.capacity
@@ -65,6 +75,43 @@ class Volume:
                 f"{self.burst:.0f}, bucket {self.capacity:.0f} credits"
             )
         return f"gp3 {self.size_gib:g} GiB: {self.baseline:.0f} IOPS"
+
+
+class CloudWatchBalance:
+    """CloudWatch's BurstBalance of the volume, as shoestring-cloudwatch last wrote it."""
+
+    def __init__(self, path):
+        self.path = Path(path) if path else None
+        self.applied_at = None  # time of the newest datapoint the model was reset to
+        self.percent = None
+        self.error = None
+
+    def describe(self):
+        if self.path is None:
+            return "CloudWatch not asked (no volume id)"
+        return f"CloudWatch's BurstBalance from {self.path}"
+
+    def poll(self):
+        """A datapoint newer than the last one applied, in percent, else None. Says once when
+        CloudWatch could not be asked, and once when it can again."""
+        if self.path is None:
+            return None
+        try:
+            reading = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # not asked yet (the timer's first run), or being replaced
+        error = reading.get("error")
+        if error != self.error:
+            self.error = error
+            if error:
+                log(f"guard: {error}; going on with the modelled balance alone")
+            else:
+                log("guard: CloudWatch answers again")
+        when, percent = reading.get("datapoint_at"), reading.get("percent")
+        if when is None or percent is None or (self.applied_at and when <= self.applied_at):
+            return None
+        self.applied_at, self.percent = when, float(percent)
+        return self.percent
 
 
 def find_device(configured, data_path):
@@ -131,6 +178,9 @@ shoestring_guard_bulk_paused {paused}
 # HELP shoestring_guard_burst_balance_percent The modelled EBS burst balance.
 # TYPE shoestring_guard_burst_balance_percent gauge
 shoestring_guard_burst_balance_percent {balance:.2f}
+# HELP shoestring_guard_cloudwatch_burst_balance_percent CloudWatch's BurstBalance (-1: none).
+# TYPE shoestring_guard_cloudwatch_burst_balance_percent gauge
+shoestring_guard_cloudwatch_burst_balance_percent {cloudwatch:.2f}
 # HELP shoestring_guard_volume_iops I/O operations per second on the data volume.
 # TYPE shoestring_guard_volume_iops gauge
 shoestring_guard_volume_iops {iops:.1f}
@@ -147,7 +197,9 @@ shoestring_guard_decisions_total{{decision="resume"}} {resumes}
 """
 
 
-def publish(state_dir, paused, reason, device, volume, balance, iops, pressure, swapin, counts):
+def publish(
+    state_dir, paused, reason, device, volume, cloudwatch, balance, iops, pressure, swapin, counts
+):
     """The state for shoestring-status, and the same as metrics for the node exporter."""
     state = {
         "time": time.time(),
@@ -157,6 +209,10 @@ def publish(state_dir, paused, reason, device, volume, balance, iops, pressure, 
         "volume": volume.describe(),
         "burst_balance_percent": balance,
         "credits": volume.credits,
+        "cloudwatch": cloudwatch.describe(),
+        "cloudwatch_burst_balance_percent": cloudwatch.percent,
+        "cloudwatch_datapoint_at": cloudwatch.applied_at,
+        "cloudwatch_error": cloudwatch.error,
         "iops": iops,
         "memory_some_avg10": pressure,
         "swap_ins_per_s": swapin,
@@ -168,6 +224,7 @@ def publish(state_dir, paused, reason, device, volume, balance, iops, pressure, 
         METRICS.format(
             paused=int(paused),
             balance=balance,
+            cloudwatch=-1 if cloudwatch.percent is None else cloudwatch.percent,
             iops=iops,
             pressure=pressure,
             swapin=swapin,
@@ -192,6 +249,7 @@ def main():
     (state_dir / "metrics").chmod(0o755)
 
     volume = Volume()
+    cloudwatch = CloudWatchBalance(ENV.get("GUARD_CLOUDWATCH_FILE", ""))
     device = find_device(
         ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
     )
@@ -203,7 +261,8 @@ def main():
         f"guard: watching {device} as {volume.describe()}; pause below {pause_below:g}% or memory "
         f"pressure over {pressure_pause:g} or swap-ins over {swapin_pause:g}/s, resume after "
         f"{resume_after:g}s above {resume_above:g}% and under {pressure_resume:g};"
-        f" every {interval:g}s" + ("; bulk work is paused (flag present)" if paused else "")
+        f" every {interval:g}s; {cloudwatch.describe()}"
+        + ("; bulk work is paused (flag present)" if paused else "")
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     publish(
@@ -212,6 +271,7 @@ def main():
         "starting",
         device,
         volume,
+        cloudwatch,
         volume.balance_percent(0),
         0.0,
         memory_pressure(),
@@ -228,12 +288,18 @@ def main():
         swapin_rate = (swapin - last_swapin) / elapsed
         last_ios, last_swapin, last_time = ios, swapin, now
         volume.spend(iops, elapsed)
+        from_aws = cloudwatch.poll()
+        if from_aws is not None:
+            volume.resync(from_aws)
+            log(f"guard: burst balance reset to CloudWatch's {from_aws:.1f}%")
         balance = volume.balance_percent(iops)
         pressure = memory_pressure()
         numbers = (
             f"burst balance {balance:.1f}% ({volume.credits:.0f} credits), {iops:.0f} IOPS,"
             f" memory pressure {pressure:.2f}, swap-ins {swapin_rate:.1f}/s"
         )
+        if cloudwatch.percent is not None:
+            numbers += f"; CloudWatch's last {cloudwatch.percent:.1f}%"
         alarms = [
             text
             for text, bad in [
@@ -275,6 +341,7 @@ def main():
             reason if paused else ("healthy" if not alarms else reason),
             device,
             volume,
+            cloudwatch,
             balance,
             iops,
             pressure,

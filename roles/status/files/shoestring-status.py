@@ -142,6 +142,17 @@ def guard_section(config, problems):
         f" ({state.get('volume', '?')}), {state.get('iops', 0):.0f} IOPS now,"
         f" memory pressure some avg10={state.get('memory_some_avg10', 0)}",
     ]
+    if state.get("cloudwatch_error"):
+        lines.append(f"  CloudWatch: {state['cloudwatch_error']}; the model alone")
+        problems.append(f"the guard cannot read CloudWatch: {state['cloudwatch_error']}")
+    elif state.get("cloudwatch_burst_balance_percent") is not None:
+        lines.append(
+            f"  CloudWatch's BurstBalance {state['cloudwatch_burst_balance_percent']:.1f}%"
+            f" (datapoint from {ago(time.time() - state['cloudwatch_datapoint_at'])};"
+            " the model was reset to it)"
+        )
+    elif state.get("cloudwatch", "").startswith("CloudWatch's"):
+        lines.append("  CloudWatch's BurstBalance: no datapoint yet; the model alone")
     if state.get("paused"):
         problems.append(f"the guard paused bulk work: {state.get('reason', '')}")
     if age > 120:

@@ -1,0 +1,173 @@
+"""CloudWatch's BurstBalance for the guard: shoestring-cloudwatch (roles/guard/files), the
+oneshot that asks CloudWatch (moto's, on loopback) and writes the newest datapoint to a file,
+and the guard's side (roles/guard/files/shoestring-guard.py), which resets its model to each
+new datapoint and says once when CloudWatch could not be asked. The whole chain pausing and
+resuming bulk work runs on the converged sqs host (molecule/default/tests/test_guard.py)."""
+
+import importlib.util
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto.server import ThreadedMotoServer
+
+FILES = Path(__file__).resolve().parents[1] / "roles" / "guard" / "files"
+VOLUME = "vol-0123456789abcdef0"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), FILES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def settings(monkeypatch, endpoint, tmp_path):
+    for name, value in {
+        "CLOUDWATCH_VOLUME_ID": VOLUME,
+        "CLOUDWATCH_REGION": "us-east-1",
+        "CLOUDWATCH_ENDPOINT_URL": endpoint,
+        "CLOUDWATCH_STATE_DIR": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path
+
+
+def put(endpoint, volume, percent, minutes_ago):
+    boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=endpoint).put_metric_data(
+        Namespace="AWS/EBS",
+        MetricData=[
+            {
+                "MetricName": "BurstBalance",
+                "Unit": "Percent",
+                "Value": percent,
+                "Dimensions": [{"Name": "VolumeId", "Value": volume}],
+                "Timestamp": datetime.now(UTC) - timedelta(minutes=minutes_ago),
+            }
+        ],
+    )
+
+
+def written(state_dir):
+    return json.loads((state_dir / "burst-balance.json").read_text())
+
+
+def test_the_newest_datapoint_of_the_volume_is_written_for_the_guard(settings, endpoint, capsys):
+    put(endpoint, VOLUME, 8.0, minutes_ago=5)
+    put(endpoint, VOLUME, 41.5, minutes_ago=1)
+    put(endpoint, "vol-0fffffffffffffff0", 99.0, minutes_ago=0)  # another volume: not ours
+    put(endpoint, VOLUME, 77.0, minutes_ago=40)  # older than the 20 minutes asked for
+    assert load("shoestring-cloudwatch").main() == 0
+    reading = written(settings)
+    assert reading["volume_id"] == VOLUME
+    assert reading["percent"] == 41.5
+    assert reading["error"] is None
+    assert 0 < reading["asked_at"] - reading["datapoint_at"] < 180
+    assert (settings / "burst-balance.json").stat().st_mode & 0o777 == 0o644
+    assert f"BurstBalance of {VOLUME} 41.5%" in capsys.readouterr().out
+
+
+def test_no_datapoint_yet_is_no_error(settings, monkeypatch, capsys):
+    monkeypatch.setenv("CLOUDWATCH_VOLUME_ID", "vol-0aaaaaaaaaaaaaaa0")
+    assert load("shoestring-cloudwatch").main() == 0
+    reading = written(settings)
+    assert (reading["percent"], reading["datapoint_at"], reading["error"]) == (None, None, None)
+    assert "no BurstBalance datapoint" in capsys.readouterr().out
+
+
+def test_a_profile_that_may_not_ask_fails_the_unit_and_says_why(settings, monkeypatch):
+    cloudwatch = load("shoestring-cloudwatch")
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_metric_statistics",
+            service_error_code="AccessDenied",
+            service_message="not authorized to perform: cloudwatch:GetMetricStatistics",
+            http_status_code=403,
+        )
+        assert cloudwatch.main() == 1
+    error = written(settings)["error"]
+    assert "refused GetMetricStatistics (AccessDenied)" in error
+    assert "must allow cloudwatch:GetMetricStatistics" in error
+
+
+def test_an_endpoint_that_does_not_answer_fails_the_unit(settings, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("CLOUDWATCH_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert load("shoestring-cloudwatch").main() == 1
+    assert written(settings)["error"].startswith("CloudWatch unreachable")
+
+
+def reading_file(path, percent, datapoint_at, error=None):
+    path.write_text(
+        json.dumps(
+            {
+                "asked_at": datapoint_at + 30 if datapoint_at else 0,
+                "volume_id": VOLUME,
+                "percent": percent,
+                "datapoint_at": datapoint_at,
+                "error": error,
+            }
+        )
+    )
+
+
+def test_the_guard_resets_its_model_once_per_new_datapoint(tmp_path):
+    guard = load("shoestring-guard")
+    path = tmp_path / "burst-balance.json"
+    cloudwatch = guard.CloudWatchBalance(str(path))
+    assert cloudwatch.poll() is None, "no file yet: the timer has not run"
+    reading_file(path, 12.0, 1000.0)
+    assert cloudwatch.poll() == 12.0
+    assert cloudwatch.poll() is None, "the same datapoint again"
+    reading_file(path, 97.0, 1060.0)
+    assert cloudwatch.poll() == 97.0
+    reading_file(path, 5.0, 1000.0)
+    assert cloudwatch.poll() is None, "an older datapoint than the one applied"
+
+    volume = guard.Volume()
+    volume.resync(12.0)
+    assert volume.balance_percent(0) == pytest.approx(12.0)
+    assert volume.credits == pytest.approx(0.12 * 5.4e6)
+
+
+def test_the_guard_says_once_when_cloudwatch_cannot_be_asked(tmp_path, capsys):
+    guard = load("shoestring-guard")
+    path = tmp_path / "burst-balance.json"
+    cloudwatch = guard.CloudWatchBalance(str(path))
+    reading_file(path, None, None, error="CloudWatch refused GetMetricStatistics (AccessDenied)")
+    assert cloudwatch.poll() is None
+    assert cloudwatch.poll() is None
+    reading_file(path, 44.0, 2000.0)
+    assert cloudwatch.poll() == 44.0
+    out = capsys.readouterr().out
+    assert out.count("refused GetMetricStatistics (AccessDenied); going on with the model") == 1
+    assert out.count("CloudWatch answers again") == 1
+
+
+def test_without_a_volume_id_the_guard_reads_nothing():
+    cloudwatch = load("shoestring-guard").CloudWatchBalance("")
+    assert cloudwatch.poll() is None
+    assert cloudwatch.describe() == "CloudWatch not asked (no volume id)"
