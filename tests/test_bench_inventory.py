@@ -34,10 +34,13 @@ def settings_of(tmp_path, host):
     probe_role(roles_dir, "workers")
     probe_role(roles_dir, "postgresql")
     probe_role(roles_dir, "redis")
+    probe_role(roles_dir, "app")
     for role, expression in {
         "workers": "_workers_common_env",
         "postgresql": "{'synchronous_commit': _postgresql_settings.synchronous_commit}",
         "redis": "{'appendonly': redis_appendonly, 'appendfsync': redis_appendfsync}",
+        # The web app's copy of the batch size, wired in group_vars (what site.yml reads).
+        "app": "{'SHOESTRING_BLOCK_BATCH_SIZE': app_block_batch_size | int}",
     }.items():
         (roles_dir / f"{role}_probe" / "tasks" / "main.yml").write_text(
             "- name: Print\n  ansible.builtin.debug:\n"
@@ -46,7 +49,8 @@ def settings_of(tmp_path, host):
     playbook = tmp_path / "probe.yml"
     playbook.write_text(
         "- name: Probe\n  hosts: all\n  gather_facts: false\n"
-        "  roles: [workers_probe, postgresql_probe, redis_probe]\n"
+        f"  vars_files: [{REPO / 'group_vars' / 'all' / 'main.yml'}]\n"
+        "  roles: [workers_probe, postgresql_probe, redis_probe, app_probe]\n"
     )
     extra = {**SECRETS, "ansible_connection": "local", "postgresql_version": 15}
     inventory = REPO / "inventory" / "bench" / f"{host}.yml"
@@ -78,6 +82,7 @@ def settings_of(tmp_path, host):
 def test_the_tuned_host_is_the_appliance_as_shipped(tmp_path):
     found = settings_of(tmp_path, "tuned")
     assert found["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 50
+    assert found["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 50
     assert found["workers"]["SHOESTRING_FOLLOWER_PAGE_RELEASE"] == "beat"
     assert found["postgresql"]["synchronous_commit"] == "off"
     assert found["redis"] == {"appendonly": False, "appendfsync": "everysec"}
@@ -87,6 +92,8 @@ def test_the_tuned_host_is_the_appliance_as_shipped(tmp_path):
 def test_the_naive_host_is_the_seeds_stack_by_inventory_alone(tmp_path):
     tuned, naive = settings_of(tmp_path / "t", "tuned"), settings_of(tmp_path / "n", "naive")
     assert naive["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 1
+    # The web app tells people when their budget pays for a batch of the workers' size.
+    assert naive["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 1
     assert naive["workers"]["SHOESTRING_FOLLOWER_PAGE_RELEASE"] == "countdown"
     assert naive["postgresql"]["synchronous_commit"] == "on"
     assert naive["redis"] == {"appendonly": True, "appendfsync": "always"}

@@ -112,7 +112,8 @@ BAD_SETTINGS = [
     ),
     pytest.param(
         {"workers_block_batch_size": 500},
-        ["workers_block_batch_size 1-200", "got 500"],
+        # The web app's copy (app_block_batch_size) is checked first and names both.
+        ["workers_block_batch_size", "1-200", "got 500"],
         id="block-batch-over-the-networks-limit",
     ),
     pytest.param(
@@ -184,6 +185,11 @@ BAD_SETTINGS = [
         {"guard_pause_below_percent": 60, "guard_resume_above_percent": 50},
         ["guard_resume_above_percent must be above", "got 50 and 60"],
         id="guard-resumes-below-its-pause-threshold",
+    ),
+    pytest.param(
+        {"app_block_batch_size": 500},
+        ["app_block_batch_size 1-200", "got 500"],
+        id="app-batch-larger-than-applywrites-takes",
     ),
     pytest.param(
         {"guard_cloudwatch_volume_id": "my-disk"},
