@@ -144,6 +144,21 @@ def test_memory_limits_fit_in_ram(host):
     assert total <= (2048 - 320) * 1024 * 1024
 
 
+def test_the_budget_is_shared_only_among_the_services_this_host_runs(host):
+    """Every unit with a budget drop-in, together, gets the whole budget (less rounding): a
+    service budgeted but not run (Redis on an SQS host) would leave its share unused while
+    the pools beside it run short."""
+    dropins = host.check_output("ls /etc/systemd/system/*.d/memory.conf").split()
+    units = [path.split("/")[-2].removesuffix(".d") for path in dropins]
+    limits = {
+        unit: int(host.check_output("systemctl show -P MemoryMax %s", unit)) for unit in units
+    }
+    budget = (2048 - 320) * 2**20
+    total = sum(limits.values())
+    print(f"\n{len(units)} budgeted units: {total / 2**20:.0f} of {budget / 2**20:.0f} MiB")
+    assert budget - len(units) * 2**20 <= total <= budget, {u: m >> 20 for u, m in limits.items()}
+
+
 def test_web_app_runs_sandboxed_as_its_own_user(host):
     props = dict(
         line.split("=", 1)
