@@ -12,6 +12,7 @@ import sys
 import threading
 
 from . import config as settings
+from .fake import FakeBluesky
 from .server import serve
 
 
@@ -51,6 +52,12 @@ def parser():
         " a handle (troll.example.com) is registered as it is (repeatable)",
     )
     parser.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="keep accounts, sessions, records and limits across a restart: written when the"
+        " fake stops (SIGTERM), read and removed when it starts again with the same settings",
+    )
+    parser.add_argument(
         "--accounts",
         type=int,
         default=0,
@@ -64,31 +71,42 @@ def parser():
     return parser
 
 
+def seed(fake, args):
+    """The accounts and targets of the command line (kept across /_fake/reset)."""
+    for handle, password in args.account:
+        fake.add_account(handle, password, seed=True)
+    for index in range(1, args.accounts + 1):
+        fake.add_account(f"user{index}.fake.test", args.accounts_password, seed=True)
+    for name, followers in args.target:
+        target = fake.add_target(name, followers, seed=True)
+        print(f"target {target.handle} {target.did} followers={target.count}", flush=True)
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
         config = settings.from_arguments(args)
     except ValueError as error:
         sys.exit(f"fakesky: {error}")
-    server, url = serve(args.host, args.port, config)
+    restored = FakeBluesky.restore(args.state_file, config) if args.state_file else None
+    server, url = serve(args.host, args.port, config, fake=restored)
     fake = server.fake
-    try:
-        for handle, password in args.account:
-            fake.add_account(handle, password, seed=True)
-        for index in range(1, args.accounts + 1):
-            fake.add_account(f"user{index}.fake.test", args.accounts_password, seed=True)
-        for name, followers in args.target:
-            target = fake.add_target(name, followers, seed=True)
-            print(f"target {target.handle} {target.did} followers={target.count}", flush=True)
-    except ValueError as error:
-        server.shutdown()
-        sys.exit(f"fakesky: {error}")
+    if restored:
+        print(f"state restored from {args.state_file}: {len(fake.accounts)} accounts", flush=True)
+    else:
+        try:
+            seed(fake, args)
+        except ValueError as error:
+            server.shutdown()
+            sys.exit(f"fakesky: {error}")
     print(f"fake Bluesky at {url} (didDoc endpoint {config.public_url or url})", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
     server.shutdown()
+    if args.state_file:
+        fake.save(args.state_file)
 
 
 if __name__ == "__main__":

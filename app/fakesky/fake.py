@@ -8,6 +8,9 @@ per-address limit first. The modules beside this one say which reference file ea
 comes from.
 """
 
+import contextlib
+import os
+import pickle
 import secrets
 import threading
 import time
@@ -129,6 +132,45 @@ class FakeBluesky:
         self.seeds = []  # ("account", handle, password) or ("target", handle, count)
         self.tids = TidClock()
         self._clear()
+
+    # -- surviving a restart ----------------------------------------------------
+    # Bluesky does not forget accounts, sessions and records when the host running this
+    # appliance restarts; the fake, which runs on that host, keeps them in a state file
+    # written when it stops (python3 -m fakesky --state-file). Fault hooks are not kept.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["lock"], state["faults"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+        self.faults = Faults()
+
+    def save(self, path):
+        """Write the whole state to path (root or the service's user only), atomically."""
+        with self.lock:
+            data = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        partial = f"{path}.new"
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+
+    @classmethod
+    def restore(cls, path, config):
+        """The state a stopped fake saved, if it ran with the same start-up settings, else
+        None; the file is consumed either way, so a crash later never brings back old state."""
+        try:
+            with open(path, "rb") as saved:
+                fake = pickle.load(saved)  # noqa: S301 - our own file, mode 0600
+        except FileNotFoundError:
+            return None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if not isinstance(fake, cls) or fake._initial_config != config.validate():
+            return None
+        return fake
 
     def _clear(self):
         self.accounts = {}  # handle -> Account

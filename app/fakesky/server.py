@@ -143,10 +143,11 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def serve(host="127.0.0.1", port=0, config=None):
-    """Start the server in a background thread; returns (server, base_url)."""
+def serve(host="127.0.0.1", port=0, config=None, fake=None):
+    """Start the server in a background thread (with a fake restored from a state file, or
+    a new one); returns (server, base_url)."""
     server = Server((host, port), Handler)
-    server.fake = FakeBluesky(config)
+    server.fake = fake or FakeBluesky(config)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     shown = f"[{shown}]" if ":" in shown else shown
     url = f"http://{shown}:{server.server_address[1]}"

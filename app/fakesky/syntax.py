@@ -86,6 +86,13 @@ class TidClock:
         self._last = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self):
+        return {"_last": self._last}  # the fake's state file: the lock is made anew
+
+    def __setstate__(self, state):
+        self.__init__()
+        self._last = state["_last"]
+
     def next(self):
         with self._lock:
             self._last = max(self._last + 1, time.time_ns() // 1000)

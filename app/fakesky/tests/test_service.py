@@ -6,6 +6,7 @@ import sys
 from dataclasses import fields
 
 import httpx
+from atproto import Client, models
 from conftest import APP_DIR, free_port, wait_until
 
 from fakesky.config import Config
@@ -111,3 +112,76 @@ def test_bad_settings_are_refused_naming_the_setting(fakesky):
     response = fakesky.http.post("/_fake/config", json={"no_such_setting": 1})
     assert "no_such_setting" in response.json()["message"]
     assert fakesky.configure()["hour_window_s"] == 3600
+
+
+def start(port, state_file, *flags):
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fakesky", "--port", str(port)),
+            *("--state-file", str(state_file), "--account", "kept.fake.test:app-pass"),
+            *("--target", "crowd:70", *flags),
+        ],
+        cwd=APP_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    wait_until(lambda: _answers(http), 10, message="python -m fakesky")
+    return process, http
+
+
+def stop(process, signal_name="terminate"):
+    getattr(process, signal_name)()
+    process.wait(10)
+    return process.stdout.read()
+
+
+def test_a_state_file_keeps_sessions_and_records_across_a_restart(tmp_path):
+    """The host that runs the fake restarts; Bluesky would not have forgotten anything: the
+    official SDK's session and the blocks it made are there after the fake comes back."""
+    port, state_file = free_port(), tmp_path / "state.pickle"
+    url = f"http://127.0.0.1:{port}"
+    process, http = start(port, state_file, "--indexing-delay-s", "0")
+    try:
+        client = Client(base_url=url)
+        me = client.login("kept.fake.test", "app-pass")
+        page = client.get_followers("crowd-70.fake.test", limit=3)
+        now = client.get_current_time_iso()
+        for follower in page.followers:
+            client.app.bsky.graph.block.create(
+                me.did, models.AppBskyGraphBlock.Record(subject=follower.did, created_at=now)
+            )
+        http.post("/_fake/config", json={"write_points_per_hour": 4000}).raise_for_status()
+    finally:
+        stop(process)
+    assert state_file.stat().st_mode & 0o777 == 0o600
+
+    process, http = start(port, state_file, "--indexing-delay-s", "0")
+    try:
+        assert not state_file.exists(), "a state file is read once: a crash never restores it"
+        blocks = client.app.bsky.graph.get_blocks().blocks  # the same session, no new login
+        assert sorted(b.did for b in blocks) == sorted(f.did for f in page.followers)
+        state = http.get("/_fake/state", params={"handle": "kept.fake.test"}).json()
+        assert (state["logins"], state["block_count"]) == (1, 3)
+        assert http.get("/_fake/config").json()["write_points_per_hour"] == 4000
+    finally:
+        output = stop(process, "kill")  # a crash: nothing saved
+    assert "state restored from" in output
+    assert not state_file.exists()
+
+    process, http = start(port, state_file, "--indexing-delay-s", "0")
+    try:
+        state = http.get("/_fake/state", params={"handle": "kept.fake.test"}).json()
+        assert state["block_count"] == 0, "a crash restored old state"
+    finally:
+        stop(process)
+
+    # Other start-up settings than the saved state's: it starts afresh.
+    process, http = start(port, state_file, "--indexing-delay-s", "1")
+    try:
+        state = http.get("/_fake/state", params={"handle": "kept.fake.test"}).json()
+        assert state["block_count"] == 0
+        assert http.get("/_fake/config").json()["indexing_delay_s"] == 1
+    finally:
+        output = stop(process)
+    assert "state restored from" not in output
