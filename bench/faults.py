@@ -204,8 +204,10 @@ class Fault:
     name: str
     title: str
     inject: object
-    # Quick: recovers within minutes today and runs in make bench-smoke (the killed worker's
-    # rows wait out their 5-minute lease; the OOM kill recovers in about a minute).
+    # Quick: recovers within a few minutes every time, so make test and make bench-smoke run
+    # it. Not the OOM kill: usually back in about 80 s, but once in CI (make test, beside
+    # the sqs scenario) two people's batches were left queued and waited for the stranded
+    # sweep (600 s lease, a sweep every 5 minutes), past the quick faults' 10 minutes.
     quick: bool
 
 
@@ -213,7 +215,7 @@ FAULTS = [
     Fault("worker-child-kill", "SIGKILL of a bulk worker child mid-batch", kill_bulk_child, True),
     Fault("postmaster-kill", "SIGKILL of the Postgres postmaster", kill_postmaster, False),
     Fault("broker-down", "broker down for 60 s", broker_down, False),
-    Fault("pool-oom", "bulk pool pushed past its MemoryMax (OOM kill)", oom_bulk, True),
+    Fault("pool-oom", "bulk pool pushed past its MemoryMax (OOM kill)", oom_bulk, False),
     Fault(
         "timeout-expiry", "bulk pool's timeout lifetime expiring under load", timeout_expiry, False
     ),

@@ -4,7 +4,7 @@ load, with the truth asked of the fake network afterwards. Each must lose no blo
 twice, leave no unblock undone and no batch row waiting, and recover within the deadline.
 
 Runs once, on the Redis host of the default scenario: the faults are the same on both brokers
-(a worker child killed, the bulk pool past its MemoryMax, the network dropping connections)
+(a worker child killed, the network dropping connections)
 and the sqs stream has the longer wall time."""
 
 import subprocess
