@@ -210,6 +210,7 @@ def publish(
         "burst_balance_percent": balance,
         "credits": volume.credits,
         "cloudwatch": cloudwatch.describe(),
+        "cloudwatch_asked": cloudwatch.path is not None,
         "cloudwatch_burst_balance_percent": cloudwatch.percent,
         "cloudwatch_datapoint_at": cloudwatch.applied_at,
         "cloudwatch_error": cloudwatch.error,

@@ -151,7 +151,7 @@ def guard_section(config, problems):
             f" (datapoint from {ago(time.time() - state['cloudwatch_datapoint_at'])};"
             " the model was reset to it)"
         )
-    elif state.get("cloudwatch", "").startswith("CloudWatch's"):
+    elif state.get("cloudwatch_asked"):
         lines.append("  CloudWatch's BurstBalance: no datapoint yet; the model alone")
     if state.get("paused"):
         problems.append(f"the guard paused bulk work: {state.get('reason', '')}")
