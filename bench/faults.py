@@ -227,7 +227,7 @@ FAULTS = [
 
 def agent(arguments, raw, timeout=1800):
     records = bench.agent(HOST, arguments, raw, timeout)
-    return next(r for r in records if r.get("type", "").startswith("fault-"))
+    return next(r for r in records if r.get("type") in ("fault-load", "fault-result"))
 
 
 def run_fault(fault, out, deadline_s):

@@ -39,6 +39,8 @@ class Account:
     write_calls: int = 0  # writes that committed
     writes_refused: int = 0  # writes answered with an error, 429s included
     rate_limited: int = 0  # 429s sent to this account
+    refused_by: dict = field(default_factory=dict)  # limiter name -> 429s it gave
+    last_refusal: dict | None = None  # the newest 429: limiter, at, points, reset_at
     logins: int = 0
     refreshes: int = 0
 
@@ -56,6 +58,8 @@ class Account:
             "write_calls": self.write_calls,
             "writes_refused": self.writes_refused,
             "rate_limited": self.rate_limited,
+            "refused_by": dict(self.refused_by),
+            "last_refusal": self.last_refusal,
             "logins": self.logins,
             "refreshes": self.refreshes,
         }

@@ -95,6 +95,7 @@ class Call:
         self.refresh_jti = None
         self.signing_in = False  # createSession reached the password check
         self.headers = {}
+        self.refusal = None  # the limiter that answered 429, and its numbers
 
     def param(self, name, default=None):
         values = self.request.params.get(name)
@@ -346,6 +347,10 @@ class FakeBluesky:
             self.rate_limited += 1
             if who is not None:
                 who.rate_limited += 1
+                if call.refusal is not None:
+                    name = call.refusal["limiter"]
+                    who.refused_by[name] = who.refused_by.get(name, 0) + 1
+                    who.last_refusal = call.refusal
         route = ROUTES.get(call.request.nsid)
         if route is not None and route.limits == "write" and who is not None:
             if answer.status == 200:
@@ -553,6 +558,13 @@ class FakeBluesky:
         status = limits.combine(statuses)
         call.headers = status.headers(call.now)
         if not status.ok:
+            call.refusal = {
+                "limiter": status.name,
+                "at": round(call.now, 3),
+                "points": next(spec[2] for spec in specs if spec[0] == status.name),
+                "spent": status.spent,
+                "reset_at": round(status.reset_at, 3),
+            }
             if status.name == "global-ip":
                 self.ip_rate_limited += 1
             raise XrpcError(*RATE_LIMITED)

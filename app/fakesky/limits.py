@@ -27,6 +27,7 @@ class Status:
     remaining: int
     reset_at: float
     ok: bool
+    spent: int = 0  # points spent in the window so far, refused ones included
 
     def headers(self, now):
         headers = {
@@ -61,6 +62,7 @@ class FixedWindows:
             remaining=max(0, limit - window[0]),
             reset_at=window[1],
             ok=window[0] <= limit,
+            spent=window[0],
         )
 
 

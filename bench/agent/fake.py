@@ -110,6 +110,14 @@ class Fake:
             "blocked": data.get("blocked", []),
         }
 
+    def counters(self, handle):
+        """One account's calls and refusals (which limiter, the newest 429), or None."""
+        status, data = self._request("GET", f"/_fake/state?handle={handle}")
+        if status != 200:
+            return None
+        keys = ("calls", "write_calls", "writes_refused", "rate_limited", "refused_by")
+        return {key: data.get(key) for key in (*keys, "last_refusal")}
+
     def block_count(self, handle):
         status, data = self._request("GET", f"/_fake/state?handle={handle}")
         return data["block_count"] if status == 200 else None

@@ -16,6 +16,7 @@ from .host import Psql, sql_list
 from .load import Load, _name, followers_of
 
 STATE_DIR = Path("/opt/shoestring-bench/state")  # the container's root disk, not /var
+TRACE_EVERY_S = 30  # how often fault-check records what each person's work waits on
 
 
 def add_commands(commands):
@@ -40,7 +41,7 @@ def main(args, emit):
         state = Fake().faults(args.values)
         emit({"type": "fake-faults", "supported": state is not None, **(state or {})})
     else:
-        emit(check(args))
+        emit(check(args, emit))
 
 
 def _query(psql, sql, attempts=30):
@@ -127,15 +128,47 @@ def _unfinished_rows(psql, usernames):
     return {state: int(count) for state, count in rows}
 
 
-def check(args):
+_PACING_SQL = """
+SELECT u.username, a.rate_limited_until, a.write_points_left, a.write_window_reset_at,
+       (SELECT min(b.not_before) FROM blocking_batch b
+         WHERE b.owner_id = u.id AND b.state = 'ready'),
+       (SELECT min(b.queued_at) FROM blocking_batch b
+         WHERE b.owner_id = u.id AND b.state = 'queued')
+FROM auth_user u LEFT JOIN blocking_linkedaccount a ON a.user_id = u.id
+WHERE u.username IN {names}
+"""
+
+
+def _trace(psql, fake, state, usernames):
+    """What each person's work waits on, as the app and the network see it: the app's
+    pacing columns and oldest rows, the fake's counters and its newest refusal."""
+    handles = {p["username"]: p["handle"] for p in [*state["people"], state["undoer"]]}
+    rows = _query(psql, _PACING_SQL.format(names=sql_list(usernames)))
+    people = {}
+    for username, limited_until, points_left, reset_at, ready_due, queued_at in rows:
+        people[username] = {
+            "rate_limited_until": limited_until or None,
+            "write_points_left": points_left or None,
+            "write_window_reset_at": reset_at or None,
+            "oldest_ready_due": ready_due or None,
+            "oldest_queued_at": queued_at or None,
+            "fake": fake.counters(handles[username]),
+        }
+    return {"type": "fault-trace", "at": time.time(), "people": people}
+
+
+def check(args, emit):
     state = json.loads((STATE_DIR / f"{args.run_id}.json").read_text())
     fake, psql = Fake(), Psql()
     people, undoer = state["people"], state["undoer"]
     usernames = [p["username"] for p in people] + [undoer["username"]]
     started = time.monotonic()
-    recovered_after = None
+    recovered_after, traced = None, 0.0
     try:
         while time.monotonic() - started < args.deadline_s:
+            if time.monotonic() - traced >= TRACE_EVERY_S:
+                emit(_trace(psql, fake, state, usernames))
+                traced = time.monotonic()
             campaigns = _campaign_rows(psql, [p["campaign"] for p in people])
             running = [c for c in campaigns.values() if c["status"] == "running"]
             unfinished = _unfinished_rows(psql, usernames)
@@ -146,6 +179,7 @@ def check(args):
             time.sleep(2)
         campaigns = _campaign_rows(psql, [p["campaign"] for p in people])
         unfinished = _unfinished_rows(psql, usernames)
+        emit(_trace(psql, fake, state, usernames))
     finally:
         psql.close()
     expected = made = missing = duplicated = 0

@@ -59,6 +59,11 @@ def test_writes_spend_points_per_account_create_3_delete_1(fakesky, alice):
     # The refused write spent its points too, as rate-limiter-flexible counts them.
     state = fakesky.state("alice.fake.test")
     assert (state["block_count"], state["writes_refused"], state["rate_limited"]) == (2, 1, 1)
+    # Which limiter refused, and its window as it stood: 10 points spent, then 3 refused.
+    assert state["refused_by"] == {"repo-write-hour": 1}
+    assert state["last_refusal"]["limiter"] == "repo-write-hour"
+    assert (state["last_refusal"]["points"], state["last_refusal"]["spent"]) == (3, 13)
+    assert state["last_refusal"]["reset_at"] >= state["last_refusal"]["at"]
     fakesky.account("bob.fake.test", PASSWORD)
     bob = Xrpc(fakesky.url)
     bob.login("bob.fake.test")
