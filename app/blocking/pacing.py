@@ -26,6 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .models import Batch, KillSwitch, LinkedAccount
+from .taskbase import INFRA_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,28 @@ def dispatch(owner_id):
     """Send this person's next due batches if their budget and in-flight limit allow.
 
     Returns how many were sent. Serialised per person by an advisory lock, so two
-    dispatchers never both spend the same budget.
+    dispatchers never both spend the same budget. The rows are marked queued in the same
+    transaction that chooses them, and their messages go once it has committed; a message
+    the broker refused puts its row back (send_all). If Postgres goes away during the
+    commit, whether the rows were marked is unknown: dispatch asks once it is back, and
+    sends those that were (a row marked queued with no message would otherwise wait for
+    the stranded sweep).
     """
     now = timezone.now()
+    sent = []
+    try:
+        return _dispatch(owner_id, now, sent)
+    except INFRA_ERRORS:
+        if not sent or connection.in_atomic_block:
+            raise  # nothing was marked, or an outer transaction commits it
+        committed = _committed_after_all(sent, now)
+        if committed is None:
+            raise
+        send_all(committed, now)
+        return len(committed)
+
+
+def _dispatch(owner_id, now, sent):
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [7110, owner_id])
@@ -176,7 +196,6 @@ def dispatch(owner_id):
         ready = Batch.objects.filter(
             owner_id=owner_id, state=Batch.State.READY, not_before__lte=now
         ).order_by("-interactive", "id")[:slots]
-        sent = []
         for batch in ready:
             if _engaged(TASK_OF_OP[batch.op]):
                 continue
@@ -189,8 +208,54 @@ def dispatch(owner_id):
         Batch.objects.filter(pk__in=[b.pk for b in sent]).update(
             state=Batch.State.QUEUED, queued_at=now
         )
-        transaction.on_commit(lambda: [send(batch) for batch in sent])
+        transaction.on_commit(lambda: send_all(sent, now))
     return len(sent)
+
+
+def _committed_after_all(batches, queued_at):
+    """The batches a commit that failed midway marked queued after all (it reached the
+    database), asked for until Postgres answers or UNSURE_COMMIT_WAIT_S pass; None if it
+    never answered (the stranded sweep then puts them back)."""
+    deadline = time.monotonic() + settings.UNSURE_COMMIT_WAIT_S
+    while True:
+        connection.close()  # the broken connection; the query below opens a new one
+        try:
+            marked = set(
+                Batch.objects.filter(
+                    pk__in=[batch.pk for batch in batches],
+                    state=Batch.State.QUEUED,
+                    queued_at=queued_at,
+                ).values_list("pk", flat=True)
+            )
+        except INFRA_ERRORS:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1)
+            continue
+        log.warning(
+            "dispatch: Postgres went away during the commit; %s of %s batches were queued",
+            len(marked),
+            len(batches),
+        )
+        return [batch for batch in batches if batch.pk in marked]
+
+
+def send_all(batches, queued_at):
+    """Publish a task per batch; if the broker refuses one (down, unreachable), that batch
+    and the rest go back to ready for beat to send again, instead of waiting as queued rows
+    without a message until the stranded sweep."""
+    for index, batch in enumerate(batches):
+        try:
+            send(batch)
+        except Exception as error:  # whatever the transport raised (kombu, botocore)
+            unsent = [b.pk for b in batches[index:]]
+            log.warning(
+                "dispatch: broker refused %s batches (%s); back to ready", len(unsent), error
+            )
+            Batch.objects.filter(
+                pk__in=unsent, state=Batch.State.QUEUED, queued_at=queued_at
+            ).update(state=Batch.State.READY, queued_at=None)
+            return
 
 
 def send(batch):

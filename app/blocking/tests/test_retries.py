@@ -6,10 +6,11 @@ leave behind, which is what beat works from."""
 import time
 from datetime import timedelta
 
+import kombu.exceptions
 import pytest
 from bluesky.errors import AccountSuspended, RateLimited, ServerError
 from bluesky.tids import next_tids
-from django.db import OperationalError
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from blocking import batches, buckets, pacing, upkeep
@@ -141,6 +142,65 @@ def test_a_database_error_is_a_wait_retried_within_seconds(person, monkeypatch, 
     assert calls
     assert retries == [(settings.INFRA_RETRY_S, None)]  # as often as it takes, seconds apart
     assert settings.INFRA_RETRY_S <= settings.MAX_COUNTDOWN_S
+
+
+def ready_batch(user):
+    _, batch = campaign_with_batch(user)
+    Batch.objects.filter(pk=batch.pk).update(state="ready", queued_at=None)
+    return batch
+
+
+def published(monkeypatch, error=None):
+    """Record the tasks dispatch publishes; with error, the broker refuses them."""
+    sent = []
+
+    def send_task(name, args, queue):
+        if error is not None:
+            raise error
+        sent.append((name, args, queue))
+
+    monkeypatch.setattr(pacing.current_app, "send_task", send_task)
+    return sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_broker_refused_goes_back_to_ready_at_once(person, monkeypatch):
+    batch = ready_batch(person())
+    published(monkeypatch, kombu.exceptions.OperationalError("Error 111 connecting"))
+    pacing.dispatch(batch.owner_id)
+    batch.refresh_from_db()
+    # Not a queued row without a message, waiting for the stranded sweep: beat sends it again.
+    assert (batch.state, batch.queued_at) == ("ready", None)
+    sent = published(monkeypatch)
+    assert pacing.dispatch(batch.owner_id) == 1
+    assert sent == [("blocking.act_on_batch", [batch.pk], "bulk")]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("reached", [True, False], ids=["commit-reached", "commit-lost"])
+def test_a_commit_postgres_dropped_midway_is_asked_about_before_anything_is_sent(
+    person, monkeypatch, reached
+):
+    batch = ready_batch(person())
+    sent = published(monkeypatch)
+    wrapper = connections["default"]
+    commit, rollback = wrapper._commit, wrapper._rollback
+
+    def dropped():
+        # Postgres went away while committing: the commit reached it, or not; the answer
+        # never came back either way.
+        monkeypatch.setattr(wrapper, "_commit", commit)
+        (commit if reached else rollback)()
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(wrapper, "_commit", dropped)
+    assert pacing.dispatch(batch.owner_id) == (1 if reached else 0)
+    batch.refresh_from_db()
+    if reached:  # queued, so its message goes now rather than after the stranded sweep
+        assert batch.state == "queued"
+        assert sent == [("blocking.act_on_batch", [batch.pk], "bulk")]
+    else:  # still ready: the next dispatch sends it, and nothing went twice
+        assert (batch.state, sent) == ("ready", [])
 
 
 def test_a_lost_start_message_is_recovered_by_beat(person, client, settings):

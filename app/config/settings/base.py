@@ -183,6 +183,10 @@ RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
 # Work still unfinished this long after it was queued is queued again.
 STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 600)
+# Postgres gone during the commit that queued batches: how long dispatch waits for it to
+# come back and say whether they were queued (then it sends them) before leaving them to
+# the stranded sweep.
+UNSURE_COMMIT_WAIT_S = env_int("SHOESTRING_UNSURE_COMMIT_WAIT_S", 30)
 # No task is scheduled further ahead than this: long waits are data (next_page_at,
 # until) read by periodic tasks, never countdowns held by the broker or a worker
 # (FOLLOWER_PAGE_RELEASE "countdown", the benchmark's naive host, breaks this on purpose).
