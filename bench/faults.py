@@ -207,7 +207,8 @@ class Fault:
     # Quick: recovers within a few minutes every time, so make test and make bench-smoke run
     # it. Not the OOM kill: usually back in about 80 s, but once in CI (make test, beside
     # the sqs scenario) two people's batches were left queued and waited for the stranded
-    # sweep (600 s lease, a sweep every 5 minutes), past the quick faults' 10 minutes.
+    # sweep (600 s lease; it swept every 5 minutes then, every 60 s now), past the quick
+    # faults' 10 minutes.
     quick: bool
 
 

@@ -251,7 +251,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-due-pages": {"task": "blocking.release_due_pages", "schedule": PERIODIC_INTERVAL_S},
     "release-batches": {"task": "blocking.release_batches", "schedule": PERIODIC_INTERVAL_S},
     "release-expired": {"task": "blocking.release_expired", "schedule": PERIODIC_INTERVAL_S},
-    "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 10},
+    "requeue-stranded": {"task": "blocking.requeue_stranded", "schedule": PERIODIC_INTERVAL_S * 2},
 }
 
 if FOLLOWER_PAGE_RELEASE not in ("beat", "countdown"):
