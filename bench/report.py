@@ -170,13 +170,17 @@ def calibration_lines(figures):
     return lines
 
 
+def _people(count):
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
 def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
     """The run's summary: the machine, the load, one table of figures per host, the targets."""
     hosts = list(figures)
     pgdata = " (Postgres' data on a second one)" if meta.get("split_pgdata") else ""
     lines = [
         f"### {meta['date']} commit {meta['commit']}:"
-        f" {meta['minutes']:g} min, {meta['people']} people",
+        f" {meta['minutes']:g} min, {_people(meta['people'])}",
         "",
         f"- Machine: {meta['machine']}; load average (1, 5, 15 min) before"
         f" {meta['load_before']}, after {meta['load_after']}: other engineers' tests share the"
@@ -184,8 +188,8 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
         "- Hosts: Debian 12 containers, 2 CPUs, 2 GiB RAM, no swap (swapon cannot work in a"
         f" container), /var on its own ext4 on a loop device{pgdata}; gp2 model: baseline"
         f" {meta['iops']} IOPS, 5.4M credits, 3,000 IOPS burst.",
-        f"- Load: {meta['people']} people with campaigns, {meta['clickers']} people clicking a"
-        f" single-account block every {meta['click_every_s']:g} s, a reader every"
+        f"- Load: {_people(meta['people'])} with campaigns, {_people(meta['clickers'])}"
+        f" clicking a single-account block every {meta['click_every_s']:g} s, a reader every"
         f" {meta['read_every_s']:g} s. {meta['fake_note']}",
         f"- Raw samples, CSV and plot: `{meta['results_dir']}/`.",
         "",
@@ -296,6 +300,11 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
         f"Naive/tuned write IOs per block (both incl. the final flush): **{_fmt(ratio)}x**."
         if ratio
         else "",
+    ]
+    if meta.get("calibration"):
+        # The fake's limits are lifted and one person is no load: no ceiling, no targets.
+        return "\n".join([*lines, ""])
+    lines += [
         f"Per-IP ceiling: {_fmt(ceiling['per_ip_rps'], 1)} requests/s allow about"
         f" {_fmt(ceiling['blocks_per_s'], 0)} blocks/s with 200-write calls and 100-follower pages"
         f" ({_fmt(ceiling['app_blocks_per_s'], 0)} with the app's batches of 50)"

@@ -10,6 +10,17 @@ from shoestring_host import FAKE
 REPO = Path(__file__).resolve().parents[3]
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "reprovisions: runs site.yml with other variables; runs after every other test"
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that leave the host provisioned differently go last, in their own order."""
+    items.sort(key=lambda item: item.get_closest_marker("reprovisions") is not None)
+
+
 @pytest.fixture(scope="module")
 def app_env(host):
     """The app's settings file, parsed: the real credentials the services use."""

@@ -7,6 +7,9 @@ campaign is done (at most 90 s). The figures are printed, never judged: this hos
 bench host (no counted loop device, so no write IOs; CPUs shared with the rest of CI). The
 test fails only when something was not measured: no blocks, no WAL, a service not sampled,
 the broker not read, a page or a click not timed, a block made twice.
+
+Then the same load on the seed's naive stack (make bench's other host), made from this host
+by site.yml with the naive host's inventory variables: the last test of the scenario.
 """
 
 import json
@@ -26,6 +29,8 @@ from bench.agent.fake import target_handle  # noqa: E402
 from bench.run import AGENT_HOME, APPLIANCE_UNITS, install_agent, unmeasured  # noqa: E402
 
 LOAD_S = 90
+NAIVE_VARS = REPO / "inventory/bench/host_vars/shoestring-bench-naive.yml"
+SMOKES = {}  # label -> figures, so the naive run can print its ratio to the tuned one
 
 
 @pytest.fixture
@@ -61,9 +66,8 @@ def figures_line(f):
     )
 
 
-def test_a_short_load_from_the_bench_agent_is_measured(host, fake_bluesky, agent_in_host, capsys):
-    if not broker_is_redis(host):
-        pytest.skip("the agent's broker probe reads Redis; this host's broker is SQS")
+def smoke(agent_in_host, label, capsys):
+    """The short load; its figures, printed and checked for anything not measured."""
     started = time.monotonic()
     docker = ["docker", "exec", "-w", AGENT_HOME, "-e", "PYTHONDONTWRITEBYTECODE=1"]
     run_id = f"m{int(time.time()) % 100000}"
@@ -82,8 +86,45 @@ def test_a_short_load_from_the_bench_agent_is_measured(host, fake_bluesky, agent
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     f = analysis.summarize(records, baseline_iops=100, compression=1.0)
     with capsys.disabled():
-        print(f"\n{figures_line(f)} (wall {time.monotonic() - started:.0f} s)")
+        print(f"\n{label}: {figures_line(f)} (wall {time.monotonic() - started:.0f} s)")
     missing = unmeasured(f, counted_device=False)
     if f["duplicates"]:
         missing.append(f"{f['duplicates']} blocks made twice")
     assert not missing, f"not measured: {missing}; {figures_line(f)}"
+    SMOKES[label] = f
+    return f
+
+
+def test_a_short_load_from_the_bench_agent_is_measured(host, fake_bluesky, agent_in_host, capsys):
+    if not broker_is_redis(host):
+        pytest.skip("the agent's broker probe reads Redis; this host's broker is SQS")
+    smoke(agent_in_host, "tuned", capsys)
+
+
+@pytest.mark.reprovisions
+def test_the_seeds_naive_stack_made_by_inventory_alone_is_measured_the_same_way(
+    host, site, fake_bluesky, agent_in_host, capsys
+):
+    """make bench's second host, in make test: site.yml again with the naive host's
+    inventory variables (inventory/bench/host_vars), then the same short load. Runs last
+    (conftest): the host is the seed's stack afterwards."""
+    if not broker_is_redis(host):
+        pytest.skip("the naive stack's broker is Redis with appendfsync always")
+    took, _ = site("site.yml", "-e", f"@{NAIVE_VARS}")
+    with capsys.disabled():
+        print(f"\nsite.yml with the naive host's variables: {took:.0f} s")
+    # Each of the naive host's choices is in effect.
+    sync = host.run("runuser -u postgres -- psql -Atc 'SHOW synchronous_commit'")
+    assert sync.stdout.strip() == "on", sync.stderr
+    assert host.file("/etc/redis/redis.conf").contains("^appendfsync always$")
+    assert host.file("/etc/redis/redis.conf").contains("^appendonly yes$")
+    pools = host.run("grep -l '^SHOESTRING_BLOCK_BATCH_SIZE=\"1\"$' /etc/shoestring/*.env")
+    assert "bulk" in pools.stdout, pools.stdout + pools.stderr
+    release = host.run("grep -h '^SHOESTRING_FOLLOWER_PAGE_RELEASE=' /etc/shoestring/*.env")
+    assert set(release.stdout.split()) == {'SHOESTRING_FOLLOWER_PAGE_RELEASE="countdown"'}
+    naive = smoke(agent_in_host, "naive", capsys)
+    tuned = SMOKES.get("tuned")
+    if tuned and tuned["wal_bytes_per_block"] and naive["wal_bytes_per_block"]:
+        ratio = naive["wal_bytes_per_block"] / tuned["wal_bytes_per_block"]
+        with capsys.disabled():
+            print(f"naive/tuned WAL bytes per block on the Molecule host: {ratio:.1f}x")
