@@ -17,11 +17,14 @@ Two budgets bound what may be sent:
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import botocore.exceptions
+import kombu.exceptions
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -38,6 +41,14 @@ PACING_FIELDS = (
     "rate_limited_until",
     "write_points_left",
     "write_window_reset_at",
+)
+# What publishing a task raises when the broker cannot take it: kombu's connection error
+# after Celery's publish retries (Redis), a socket error, or boto's (SQS).
+BROKER_ERRORS = (
+    kombu.exceptions.OperationalError,
+    OSError,
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
 )
 TASK_OF_OP = {
     Batch.Op.BLOCK: "blocking.act_on_batch",
@@ -158,25 +169,35 @@ def dispatch(owner_id):
     dispatchers never both spend the same budget. The rows are marked queued in the same
     transaction that chooses them, and their messages go once it has committed; a message
     the broker refused puts its row back (send_all). If Postgres goes away during the
-    commit, whether the rows were marked is unknown: dispatch asks once it is back, and
-    sends those that were (a row marked queued with no message would otherwise wait for
-    the stranded sweep).
+    commit itself, whether the rows were marked is unknown: dispatch asks once it is back,
+    and sends those that were (a row marked queued with no message would otherwise wait
+    for the stranded sweep). Any other database error is raised as it is.
     """
-    now = timezone.now()
-    sent = []
+    run = _Run(now=timezone.now())
     try:
-        return _dispatch(owner_id, now, sent)
-    except INFRA_ERRORS:
-        if not sent or connection.in_atomic_block:
-            raise  # nothing was marked, or an outer transaction commits it
-        committed = _committed_after_all(sent, now)
+        return _dispatch(owner_id, run)
+    except (OperationalError, InterfaceError):
+        if not run.committing or run.hook_ran or connection.in_atomic_block:
+            raise  # not the commit's own failure, or an outer transaction commits
+        committed = _committed_after_all(run.sent, run.now)
         if committed is None:
             raise
-        send_all(committed, now)
+        send_all(committed, run.now)
         return len(committed)
 
 
-def _dispatch(owner_id, now, sent):
+@dataclass
+class _Run:
+    """One dispatch: when it runs (the queued_at it marks), what it marked, how far it got."""
+
+    now: datetime
+    sent: list = field(default_factory=list)
+    committing: bool = False  # the transaction's body is done: an error now is the commit's
+    hook_ran: bool = False  # the commit succeeded and the messages are going
+
+
+def _dispatch(owner_id, run):
+    now, sent = run.now, run.sent
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [7110, owner_id])
@@ -208,7 +229,13 @@ def _dispatch(owner_id, now, sent):
         Batch.objects.filter(pk__in=[b.pk for b in sent]).update(
             state=Batch.State.QUEUED, queued_at=now
         )
-        transaction.on_commit(lambda: send_all(sent, now))
+
+        def publish():
+            run.hook_ran = True
+            send_all(sent, now)
+
+        transaction.on_commit(publish)
+        run.committing = True
     return len(sent)
 
 
@@ -247,15 +274,20 @@ def send_all(batches, queued_at):
     for index, batch in enumerate(batches):
         try:
             send(batch)
-        except Exception as error:  # whatever the transport raised (kombu, botocore)
+        except BROKER_ERRORS as error:
             unsent = [b.pk for b in batches[index:]]
             log.warning(
                 "dispatch: broker refused %s batches (%s); back to ready", len(unsent), error
             )
-            Batch.objects.filter(
-                pk__in=unsent, state=Batch.State.QUEUED, queued_at=queued_at
-            ).update(state=Batch.State.READY, queued_at=None)
+            back_to_ready(unsent, queued_at)
             return
+
+
+def back_to_ready(batch_ids, queued_at):
+    """Batches this dispatch marked queued and could not send wait for beat again."""
+    Batch.objects.filter(pk__in=batch_ids, state=Batch.State.QUEUED, queued_at=queued_at).update(
+        state=Batch.State.READY, queued_at=None
+    )
 
 
 def send(batch):

@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -173,17 +173,33 @@ def lift(rows, interactive=False):
     transaction.on_commit(lambda: [pacing.dispatch(owner_id) for owner_id in sorted(owners)])
 
 
+def _postgres_started_at():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time()")
+        return cursor.fetchone()[0]
+
+
 @periodic("blocking.requeue_stranded")
 def requeue_stranded(self):
     """Put back to ready the queued batches whose task vanished (a lost publish, a message
     dropped with its broker), oldest first, counting each time; drop the work of campaigns
-    that ended. Disabled accounts' work is left alone: it waits for a new link."""
+    that ended. Disabled accounts' work is left alone: it waits for a new link.
+
+    A batch queued before Postgres last started is put back sooner, STRANDED_AFTER_RESTART_S
+    after the start: with synchronous_commit off a crash can undo the commit that finished
+    it (the row is back, queued, its message long gone), and whether its message is still
+    coming cannot be known. If it is, the batch simply runs twice: its record keys make the
+    second run write nothing new."""
     with task_lock(self.name, ttl_seconds=self.time_limit) as acquired:
         if not acquired:
             return 0
         ended = Campaign.objects.exclude(status=Campaign.Status.RUNNING).values("pk")
         Batch.objects.filter(campaign_id__in=ended).delete()
-        old = timezone.now() - timedelta(seconds=settings.STRANDED_AFTER_S)
+        now = timezone.now()
+        old = now - timedelta(seconds=settings.STRANDED_AFTER_S)
+        started = _postgres_started_at()
+        if now - started >= timedelta(seconds=settings.STRANDED_AFTER_RESTART_S):
+            old = max(old, started)
         stranded = list(
             Batch.objects.filter(_enabled_owner(), state=Batch.State.QUEUED, queued_at__lt=old)
             .order_by("queued_at")

@@ -1,6 +1,6 @@
 """A fake account: identity, app password, status, its repository and what the AppView has seen."""
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from .repo import Repo
 
@@ -43,6 +43,18 @@ class Account:
     last_refusal: dict | None = None  # the newest 429: limiter, at, points, reset_at
     logins: int = 0
     refreshes: int = 0
+
+    def __setstate__(self, state):
+        """A state file written by an older fake lacks the newer fields: their defaults."""
+        defaults = {}
+        for f in fields(self):
+            if f.name in state:
+                continue
+            if f.default_factory is not MISSING:
+                defaults[f.name] = f.default_factory()
+            elif f.default is not MISSING:
+                defaults[f.name] = f.default
+        self.__dict__.update(defaults, **state)
 
     def summary(self):
         return {

@@ -177,6 +177,33 @@ def test_a_batch_the_broker_refused_goes_back_to_ready_at_once(person, monkeypat
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_broker_and_database_both_gone_after_the_commit_send_nothing_twice(person, monkeypatch):
+    user = person()
+    first, second = ready_batch(user), ready_batch(user)
+    sent = []
+
+    def send_task(name, args, queue):
+        if sent:
+            raise kombu.exceptions.OperationalError("Error 111 connecting")
+        sent.append(args)
+
+    def database_gone(batch_ids, queued_at):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pacing.current_app, "send_task", send_task)
+    monkeypatch.setattr(pacing, "back_to_ready", database_gone)
+    # The commit went through: this is not the unsure commit, so nothing is asked or sent
+    # again; the error is the task's to retry, and the stranded sweep has the second row.
+    with pytest.raises(OperationalError):
+        pacing.dispatch(user.pk)
+    assert sent == [[first.pk]]
+    assert set(Batch.objects.values_list("pk", "state")) == {
+        (first.pk, "queued"),
+        (second.pk, "queued"),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("reached", [True, False], ids=["commit-reached", "commit-lost"])
 def test_a_commit_postgres_dropped_midway_is_asked_about_before_anything_is_sent(
     person, monkeypatch, reached
@@ -242,6 +269,24 @@ def test_the_stranded_sweep_is_ordered_marks_what_it_requeued_and_skips_disabled
     assert (a.state, a.requeued) == ("ready", 1)
     assert (b.state, b.requeued) == ("queued", 0)
     assert not Batch.objects.filter(pk=gone.pk).exists()
+
+
+def test_batches_queued_before_postgres_last_started_are_put_back_a_minute_after(person, settings):
+    alice = person("alice")
+    _, before = campaign_with_batch(alice)
+    _, after = campaign_with_batch(alice)
+    started = upkeep._postgres_started_at()
+    Batch.objects.filter(pk=before.pk).update(queued_at=started - timedelta(seconds=1))
+    settings.STRANDED_AFTER_S = 10**6  # only the restart can strand them here
+    settings.STRANDED_AFTER_RESTART_S = 10**6  # not yet a minute after the start
+    assert upkeep.requeue_stranded.apply().result == 0
+    settings.STRANDED_AFTER_RESTART_S = 0
+    assert upkeep.requeue_stranded.apply().result == 1
+    before.refresh_from_db()
+    after.refresh_from_db()
+    # A crash could have undone the commit that finished it; the one queued since stays.
+    assert (before.state, before.requeued) == ("ready", 1)
+    assert (after.state, after.requeued) == ("queued", 0)
 
 
 def test_blocks_made_while_their_campaign_was_cancelled_are_still_recorded_once(person):

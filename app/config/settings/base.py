@@ -183,6 +183,9 @@ RELEASE_BATCH_LIMIT = env_int("SHOESTRING_RELEASE_BATCH_LIMIT", 500)
 ACTION_LEASE_S = env_int("SHOESTRING_ACTION_LEASE_S", 300)
 # Work still unfinished this long after it was queued is queued again.
 STRANDED_AFTER_S = env_int("SHOESTRING_STRANDED_AFTER_S", 600)
+# Batches queued before Postgres last started are queued again this long after the start
+# (a crash can undo the commit that finished one; blocking.requeue_stranded).
+STRANDED_AFTER_RESTART_S = env_int("SHOESTRING_STRANDED_AFTER_RESTART_S", 60)
 # Postgres gone during the commit that queued batches: how long dispatch waits for it to
 # come back and say whether they were queued (then it sends them) before leaving them to
 # the stranded sweep.
