@@ -208,7 +208,7 @@ class Fault:
     # it. Not the OOM kill: usually back in about 80 s, but once in CI (make test, beside
     # the sqs scenario) two people's batches were left queued and waited for the stranded
     # sweep (600 s lease; it swept every 5 minutes then, every 60 s now), past the quick
-    # faults' 10 minutes.
+    # faults' deadline of 10 minutes then (15 now).
     quick: bool
 
 
