@@ -115,8 +115,15 @@ class Fake:
         status, data = self._request("GET", f"/_fake/state?handle={handle}")
         if status != 200:
             return None
-        keys = ("calls", "write_calls", "writes_refused", "rate_limited", "refused_by")
-        return {key: data.get(key) for key in (*keys, "last_refusal")}
+        keys = (
+            "calls",
+            "write_calls",
+            "writes_refused",
+            "rate_limited",
+            "refused_by",
+            "last_refusal",
+        )
+        return {key: data.get(key) for key in keys}
 
     def block_count(self, handle):
         status, data = self._request("GET", f"/_fake/state?handle={handle}")
