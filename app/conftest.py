@@ -3,6 +3,7 @@
 All of them listen on 127.0.0.1 only and stop when the test session ends.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
 from fakesky.server import serve
 
@@ -150,6 +152,9 @@ def _connects(port):
         return False
 
 
+# What the test workers call themselves to Postgres (PGAPPNAME, which libpq reads).
+WORKER_APPLICATION_NAME = "shoestring-test-celery"
+
 # Small numbers so an end-to-end campaign takes seconds, not hours.
 WORKER_SETTINGS = {
     "SHOESTRING_FOLLOWER_PAGE_SIZE": "5000",
@@ -170,12 +175,16 @@ class Worker:
         self.env, self.log_path, self.process = env, log_path, None
 
     def _spawn(self, *args):
+        # Its own process group, so stop() can end the pool children a SIGKILL of the
+        # main process would orphan; its own application_name, so stop() can see in
+        # pg_stat_activity that none of its database sessions is left.
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", *args, "--loglevel", "INFO"],
             cwd=APP_DIR,
-            env=self.env,
+            env=dict(self.env, PGAPPNAME=f"{WORKER_APPLICATION_NAME}-{args[0]}"),
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self):
@@ -224,14 +233,29 @@ class Worker:
         return children
 
     def stop(self):
+        """Beat first, then the worker's warm shutdown (its running tasks finish, its
+        unacknowledged messages go back to the broker); whatever is still alive after 30 s,
+        or orphaned by a test's SIGKILL, is killed with its process group. Returns once no
+        database session of theirs is left, so a reset of the database cannot race them."""
         for process in (self.beat, self.process):
             if process.poll() is None:
                 process.terminate()
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    print(f"celery {process.args[5]} ignored SIGTERM for 30 s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
         self.log.close()
+        wait_until(
+            lambda: not worker_sessions(self.env),
+            30,
+            message="the worker's database sessions to end",
+        )
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")
@@ -270,18 +294,98 @@ def sqs_settings(endpoint, prefix):
     }
 
 
+def worker_sessions(env):
+    """The database sessions a test worker or beat still holds, as Postgres sees them."""
+    with (
+        psycopg2.connect(
+            dbname=env["DATABASE_NAME"], application_name="shoestring-test-probe"
+        ) as probe,
+        probe.cursor() as cursor,
+    ):
+        cursor.execute(
+            "SELECT pid, application_name, state FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE %s",
+            (WORKER_APPLICATION_NAME + "-%",),
+        )
+        rows = cursor.fetchall()
+    probe.close()
+    return rows
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
+def worker_env(django_db_setup, redis_url):
     from django.db import connection
 
-    env = dict(
+    return dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="config.settings.test",
         CELERY_BROKER_URL=redis_url,
         DATABASE_NAME=connection.settings_dict["NAME"],
         **WORKER_SETTINGS,
     )
-    worker = Worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
+
+
+@pytest.fixture
+def celery_worker(transactional_db, worker_env, redis_url, tmp_path):
+    """A real Celery worker and beat for this test alone, on an empty broker.
+
+    Function-scoped on purpose: a worker and beat that outlived their test would act on
+    the next test's rows and race the database flush that ends every transactional test
+    (TRUNCATE against beat's queries: a deadlock that aborted the flush and left the
+    rows to the next test). Requesting transactional_db orders the teardown: the worker
+    stops, and its sessions are gone, before the database is reset."""
+    import redis
+
+    broker = redis.Redis.from_url(redis_url)
+    broker.flushdb()
+    worker = Worker(worker_env, tmp_path / "worker.log")
     worker.start()
     yield worker
     worker.stop()
+    broker.flushdb()
+    # Shown by pytest only when the test failed.
+    print(f"--- the last lines of {worker.log_path} ---\n{worker.log_tail()}")
+
+
+def _rows_left(connection):
+    """Tables holding rows after a test's reset (migrations' own rows aside)."""
+    kept = {"django_migrations", "django_content_type", "auth_permission"}
+    tables = sorted(set(connection.introspection.table_names()) - kept)
+    with connection.cursor() as cursor:
+        # The names are the database's own tables, quoted.
+        cursor.execute(
+            " UNION ALL ".join(
+                f"SELECT %s WHERE EXISTS (SELECT 1 FROM {connection.ops.quote_name(table)})"  # noqa: S608
+                for table in tables
+            ),
+            tables,
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Every test that used the database leaves it empty. One that did not (its flush
+    failed, or it committed outside its reset) errors here, in its own teardown, and the
+    database is emptied so the next test starts from what it assumes. (After the last
+    test the session's teardown has dropped the test database: nothing to check.)"""
+    try:
+        return (yield)
+    finally:
+        if nextitem is not None and "_django_db_helper" in item.fixturenames:
+            _empty_or_fail(item)
+
+
+def _empty_or_fail(item):
+    from django.core.management import call_command
+    from django.db import connection
+    from pytest_django.plugin import blocking_manager_key
+
+    with item.config.stash[blocking_manager_key].unblock():
+        left = _rows_left(connection)
+        if left:
+            call_command("flush", interactive=False, verbosity=0)
+            raise AssertionError(
+                f"{item.nodeid} left rows in {', '.join(left)} after its database reset;"
+                " emptied them for the next test"
+            )

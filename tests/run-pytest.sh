@@ -20,9 +20,10 @@ if [ -d /etc/postgresql/15/regress ]; then
     echo "run-pytest: dropping the cluster 15/regress a killed run left behind" >&2
     rm -f /etc/postgresql/15/regress/.by_pg_virtualenv
     if [ -f /etc/postgresql/15/regress/postgresql.conf ]; then
-      pg_dropcluster --stop 15 regress
+      pg_dropcluster --stop 15 regress  # removes the directory too
+    else
+      rmdir /etc/postgresql/15/regress
     fi
-    rmdir /etc/postgresql/15/regress
   else
     echo "run-pytest: a cluster 15/regress exists that pg_virtualenv did not make; move it away" >&2
     exit 2
