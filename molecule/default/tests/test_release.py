@@ -65,41 +65,47 @@ def test_a_deploy_switches_every_service_and_a_rollback_switches_them_back(host,
     never_ran = host.check_output("date -u +%Y%m%dT%H%M%SZ") + "-0000000000ff"
     for release_id in [*OLD, never_ran]:
         make_release(host, release_id)
-    before = releases(host)
+    try:
+        before = releases(host)
 
-    # A second build: the same code and one more file, so another content hash.
-    source = tmp_path / "app"
-    shutil.copytree(REPO / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
-    # Unique each run, so a rerun on the same host makes a new build too.
-    note = f'"""The release test\'s second build ({time.time_ns()})."""\n'
-    (source / "config" / "build_note.py").write_text(note)
-    deploy_s, _ = site("site.yml", "--tags", "release", "-e", f"release_source_dir={source}")
-    second = answering_release(host)
-    assert second not in before
-    assert second > never_ran > first, "a new release is named after the time it was made"
-    assert running_releases(host) == every_unit_runs(second)
-    assert host.file("/opt/shoestring/current").linked_to == f"{RELEASES}/{second}"
-    assert host.file(f"{RELEASES}/{second}/app/config/build_note.py").exists
-    assert host.file(f"{RELEASES}/{second}/venv/bin/python").exists
-    assert host.file(f"{RELEASES}/{second}/PREVIOUS").content_string.strip() == first
-    assert (
-        host.check_output(
-            "find %s/%s/app -name tests -o -name fakesky -o -name conftest.py", RELEASES, second
-        )
-        == ""
-    ), "the artifact holds tests or the fake network"
-    # release_keep 3: the oldest go; the newest three and the one that ran before stay.
-    kept = sorted({*before[-2:], first, second})
-    assert releases(host) == kept
-    assert not set(OLD) & set(kept)
+        # A second build: the same code and one more file, so another content hash.
+        source = tmp_path / "app"
+        shutil.copytree(REPO / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
+        # Unique each run, so a rerun on the same host makes a new build too.
+        note = f'"""The release test\'s second build ({time.time_ns()})."""\n'
+        (source / "config" / "build_note.py").write_text(note)
+        deploy_s, _ = site("site.yml", "--tags", "release", "-e", f"release_source_dir={source}")
+        second = answering_release(host)
+        assert second not in before
+        assert second > never_ran > first, "a new release is named after the time it was made"
+        assert running_releases(host) == every_unit_runs(second)
+        assert host.file("/opt/shoestring/current").linked_to == f"{RELEASES}/{second}"
+        assert host.file(f"{RELEASES}/{second}/app/config/build_note.py").exists
+        assert host.file(f"{RELEASES}/{second}/venv/bin/python").exists
+        assert host.file(f"{RELEASES}/{second}/PREVIOUS").content_string.strip() == first
+        assert (
+            host.check_output(
+                "find %s/%s/app -name tests -o -name fakesky -o -name conftest.py", RELEASES, second
+            )
+            == ""
+        ), "the artifact holds tests or the fake network"
+        # release_keep 3: the oldest go; the newest three and the one that ran before stay.
+        kept = sorted({*before[-2:], first, second})
+        assert releases(host) == kept
+        assert not set(OLD) & set(kept)
 
-    rollback_s, _ = site("site.yml", "--tags", "release", "-e", "shoestring_rollback=true")
-    assert answering_release(host) == first
-    assert running_releases(host) == every_unit_runs(first)
-    assert releases(host) == kept
+        rollback_s, _ = site("site.yml", "--tags", "release", "-e", "shoestring_rollback=true")
+        assert answering_release(host) == first
+        assert running_releases(host) == every_unit_runs(first)
+        assert releases(host) == kept
+    finally:
+        # Whatever failed above, the next test (and the next verify run) finds the first
+        # release running and no code-less release directory left.
+        if answering_release(host) != first:
+            site("site.yml", "--tags", "release", "-e", "shoestring_rollback=true")
+        host.check_output("rm -rf %s/%s", RELEASES, never_ran)
 
     print(
         f"\nsite.yml --tags release wall time: deploy of a new build {deploy_s:.0f}s,"
         f" rollback {rollback_s:.0f}s"
     )
-    host.check_output("rm -rf %s/%s", RELEASES, never_ran)

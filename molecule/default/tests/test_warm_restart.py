@@ -24,7 +24,7 @@ from shoestring_host import (
 )
 
 BULK = "shoestring-worker-bulk.service"
-LATENCY_MS = 8000
+LATENCY_MS = 15000  # the stale page is sent (a Django shell, seconds) and seen within it
 FOLLOWERS = 50  # one batch
 
 
