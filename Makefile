@@ -3,6 +3,7 @@
 #               (NETWORK=fake, the default: the demo network, works offline;
 #                NETWORK=bluesky: the real network, needs internet and a Bluesky account)
 #   make test   lint, pytest and molecule test; what CI runs
+#   make check  lint and the fast tests: the edit-test loop
 #   make bench  the appliance against the seed's naive stack, on demand (docs/benchmarks.md)
 #   make faults the fault suite on the tuned bench host, on demand
 SHELL := /bin/bash
@@ -22,9 +23,11 @@ BENCH_MINUTES ?= 10
 BENCH_PEOPLE ?= 50
 BENCH_IOPS ?= 100
 export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
+# Every tree of Python the project holds, the scripts the roles install on hosts included.
+PYTHON_TREES := app tests molecule bench roles
 BENCH_HOSTS := $(addprefix $(or $(SHOESTRING_BENCH_PREFIX),shoestring)-bench-,tuned naive)
 
-.PHONY: demo demo-down test test-pytest-sqs test-default lint pytest molecule journey bench bench-calibrate bench-smoke faults deps system-packages docker venv browser-deps image
+.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke faults deps system-packages docker venv browser-deps image
 
 demo: deps image
 	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
@@ -45,7 +48,10 @@ demo-down:
 # timers, so this saves about a quarter of the wall time): pytest then the sqs
 # scenario, and the default scenario. Each stream prints its own wall time.
 test: deps lint image
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-pytest-sqs test-default
+	@SECONDS=0; status=0; \
+	  $(MAKE) --no-print-directory -j2 --output-sync=target test-pytest-sqs test-default \
+	    || status=$$?; \
+	  echo "make test: $$((SECONDS / 60)) min $$((SECONDS % 60)) s (exit $$status)"; exit $$status
 
 test-pytest-sqs:
 	@SECONDS=0; tests/run-pytest.sh; molecule test --scenario-name sqs; \
@@ -55,14 +61,20 @@ test-default:
 	@SECONDS=0; molecule test --scenario-name default; \
 	  echo "molecule default: $$((SECONDS / 60)) min $$((SECONDS % 60)) s"
 
-lint: deps
+# Lint needs the venv alone: no Docker, browser or npm.
+lint: venv
 	yamllint --strict .
 	ansible-lint --profile production
-	ruff check app tests molecule bench
-	ruff format --check app tests molecule bench
+	ruff check $(PYTHON_TREES)
+	ruff format --check $(PYTHON_TREES)
 
 pytest: deps
 	tests/run-pytest.sh
+
+# The edit-test loop, a few minutes: lint, then the tests not marked slow (no live
+# worker, playbook or host; Postgres and Redis are the machine's own packages).
+check: lint system-packages
+	tests/run-pytest.sh -m "not slow"
 
 # One scenario alone: make molecule SCENARIOS=default
 molecule: deps image

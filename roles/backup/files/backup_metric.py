@@ -29,9 +29,9 @@ def main(backup_dir, textfile_dir):
         "Size of the newest good dump of the database.",
         registry=registry,
     ).set(newest.st_size)
-    Gauge(
-        "shoestring_backup_dumps_kept", "Dumps kept on this host.", registry=registry
-    ).set(len(dumps))
+    Gauge("shoestring_backup_dumps_kept", "Dumps kept on this host.", registry=registry).set(
+        len(dumps)
+    )
     directory = Path(textfile_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     path = directory / "shoestring_backup.prom"
