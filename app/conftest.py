@@ -10,13 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psycopg2
 import pytest
 from fakesky.server import serve
+
+from tests.polling import wait_until
 
 APP_DIR = Path(__file__).resolve().parent
 
@@ -38,17 +39,6 @@ def run_manage(env, *args):
         timeout=120,
         check=False,
     )
-
-
-def wait_until(predicate, timeout, interval=0.25, message="condition"):
-    """Poll predicate() until it returns a truthy value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 class FakeSky:

@@ -9,19 +9,11 @@ import time
 from pathlib import Path
 
 import redis
+from conftest import wait_until
 
 from config.celery_app import app as celery_app
 
 APP_DIR = Path(__file__).resolve().parents[2]
-
-
-def wait_for(check, timeout, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(message)
 
 
 def test_a_worker_pauses_bulk_while_the_flag_exists_and_resumes_after(redis_url, tmp_path):
@@ -63,21 +55,23 @@ def test_a_worker_pauses_bulk_while_the_flag_exists_and_resumes_after(redis_url,
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: b"ready." in log_path.read_bytes(), 60, "the worker did not start")
-        wait_for(
+        wait_until(lambda: b"ready." in log_path.read_bytes(), 60, message="the worker to start")
+        wait_until(
             lambda: b"paused: stopped consuming from bulk" in log_path.read_bytes(),
             10,
-            "the worker did not pause bulk",
+            message="the worker to pause bulk",
         )
         with celery_app.connection_for_write(url) as connection:
             celery_app.send_task("probe.bulk", queue="bulk", connection=connection)
             celery_app.send_task("probe.interactive", queue="interactive", connection=connection)
-        wait_for(lambda: broker.llen("interactive") == 0, 20, "interactive was not served")
+        wait_until(lambda: broker.llen("interactive") == 0, 20, message="interactive to be served")
         time.sleep(2)
         assert broker.llen("bulk") == 1, "bulk was consumed while paused"
 
         flag.unlink()
-        wait_for(lambda: broker.llen("bulk") == 0, 20, "bulk was not consumed after the resume")
+        wait_until(
+            lambda: broker.llen("bulk") == 0, 20, message="bulk to be consumed after the resume"
+        )
         assert b"resumed: consuming from bulk again" in log_path.read_bytes()
     finally:
         worker.terminate()

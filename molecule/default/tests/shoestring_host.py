@@ -6,6 +6,8 @@ import re
 import time
 from urllib.parse import unquote, urlsplit
 
+from tests.polling import wait_until
+
 FAKE = "http://127.0.0.1:8787"
 # Left on the host by a test that provisions it with other variables, before it does;
 # removed once site.yml has made it the converged host again (conftest's host_as_converged).
@@ -53,16 +55,6 @@ def host_time(host):
     return float(host.check_output("date +%s.%N"))
 
 
-def wait_until(check, timeout, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    return check()
-
-
 def invocation(host, unit):
     """The unit's current invocation ID: each start of a unit gets a new one."""
     return host.check_output("systemctl show -P InvocationID %s", unit)
@@ -103,9 +95,9 @@ def wait_for_log(host, unit, since, pattern, timeout):
                 return when, invocation_id, match
         return None
 
-    found = wait_until(find, timeout, interval=1)
-    assert found, f"{unit} logged nothing matching {pattern!r} within {timeout}s"
-    return found
+    return wait_until(
+        find, timeout, interval=1, message=f"{unit} to log a line matching {pattern!r}"
+    )
 
 
 def fake_call(host, method, path, payload=None):

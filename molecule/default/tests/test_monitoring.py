@@ -81,7 +81,9 @@ def test_prometheus_scrapes_every_target_every_15_seconds(host):
     expected = {"prometheus", "node", "postgres", "shoestring"} | (
         {"redis"} if broker_is_redis(host) else set()
     )
-    health = wait_until(lambda: set(all_up().values()) == {"up"} and all_up(), 60)
+    health = wait_until(
+        lambda: set(all_up().values()) == {"up"} and all_up(), 60, message="every target up"
+    )
     assert health == dict.fromkeys(expected, "up"), all_up()
 
 

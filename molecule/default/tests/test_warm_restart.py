@@ -95,13 +95,16 @@ def test_a_task_in_flight_finishes_when_the_pool_restarts(host, slow_network, tr
         "from blocking import tasks;"
         f" print(tasks.fetch_follower_page.delay({campaign_id}, 'stale-cursor').id)",
     )
-    waited_in_broker = wait_until(
-        lambda: (
-            invocation(host, BULK) == old_worker
-            and int(redis_cli(host, "llen", "bulk").stdout.strip() or 0) >= 1
-        ),
-        10,
-    )
+    try:
+        waited_in_broker = wait_until(
+            lambda: (
+                invocation(host, BULK) == old_worker
+                and int(redis_cli(host, "llen", "bulk").stdout.strip() or 0) >= 1
+            ),
+            10,
+        )
+    except AssertionError:
+        waited_in_broker = False  # asserted below, once the task in flight is seen to end
 
     ended_at, ended_in, ended = wait_for_log(
         host,
