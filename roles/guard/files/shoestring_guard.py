@@ -15,13 +15,17 @@ guard itself writes nothing to the disk it protects).
 On AWS, when a volume id is set, shoestring-cloudwatch.timer writes CloudWatch's own
 BurstBalance of the volume to GUARD_CLOUDWATCH_FILE every few minutes; each new datapoint resets
 the model (which starts full and knows only what this host did since the guard started). When
-CloudWatch cannot be asked, the guard says so once and goes on with the model alone."""
+CloudWatch cannot be asked, the guard says so once and goes on with the model alone.
+
+The decisions are pure, apart from the I/O in main(): decide() and the Volume model, tested off
+the host by tests/test_guard_decide.py."""
 
 import json
 import os
 import signal
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 ENV = os.environ
@@ -32,23 +36,44 @@ def setting(name, default, kind=float):
 
 
 class Volume:
-    """The EBS burst bucket, modelled from the I/O count of the data volume."""
+    """The EBS burst bucket, modelled from the I/O count of the data volume: gp2, a baseline of
+    IOPS per GiB (at least a minimum) and a bucket of credits to burst with; anything else (gp3),
+    a flat limit and no bucket. The bucket starts full."""
 
-    def __init__(self):
-        self.type = ENV.get("GUARD_VOLUME_TYPE", "gp2")
-        self.size_gib = setting("GUARD_VOLUME_SIZE_GIB", 20)
+    def __init__(
+        self,
+        volume_type,
+        size_gib,
+        *,
+        gp2_min_iops,
+        gp2_iops_per_gib,
+        gp2_burst_iops,
+        gp2_credits,
+        gp3_iops,
+    ):
+        self.type = volume_type
+        self.size_gib = size_gib
         if self.type == "gp2":
-            self.baseline = max(
-                setting("GUARD_GP2_MIN_IOPS", 100),
-                setting("GUARD_GP2_IOPS_PER_GIB", 3) * self.size_gib,
-            )
-            self.burst = setting("GUARD_GP2_BURST_IOPS", 3000)
-            self.capacity = setting("GUARD_GP2_CREDITS", 5.4e6)
+            self.baseline = max(gp2_min_iops, gp2_iops_per_gib * self.size_gib)
+            self.burst = gp2_burst_iops
+            self.capacity = gp2_credits
         else:
-            self.baseline = setting("GUARD_GP3_IOPS", 3000)
+            self.baseline = gp3_iops
             self.burst = self.baseline
             self.capacity = 0.0
         self.credits = self.capacity
+
+    @classmethod
+    def from_env(cls):
+        return cls(
+            ENV.get("GUARD_VOLUME_TYPE", "gp2"),
+            setting("GUARD_VOLUME_SIZE_GIB", 20),
+            gp2_min_iops=setting("GUARD_GP2_MIN_IOPS", 100),
+            gp2_iops_per_gib=setting("GUARD_GP2_IOPS_PER_GIB", 3),
+            gp2_burst_iops=setting("GUARD_GP2_BURST_IOPS", 3000),
+            gp2_credits=setting("GUARD_GP2_CREDITS", 5.4e6),
+            gp3_iops=setting("GUARD_GP3_IOPS", 3000),
+        )
 
     def spend(self, iops, seconds):
         """Credits are spent above the baseline and earned below it, up to the bucket's size."""
@@ -112,6 +137,109 @@ class CloudWatchBalance:
             return None
         self.applied_at, self.percent = when, float(percent)
         return self.percent
+
+
+# namedtuple, not dataclasses or typing: nothing more to import into the guard's small memory.
+class Thresholds(
+    namedtuple(
+        "Thresholds",
+        "pause_below resume_above pressure_pause pressure_resume swapin_pause resume_after",
+    )
+):
+    """When to pause: the burst balance below pause_below percent, or the memory pressure (PSI
+    some avg10) over pressure_pause, or the swap-ins over swapin_pause pages/s. When to resume:
+    the balance at least resume_above, the pressure under pressure_resume and the swap-ins at
+    most swapin_pause, for resume_after seconds on end."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_env(cls):
+        return cls(
+            pause_below=setting("GUARD_PAUSE_BELOW_PERCENT", 30),
+            resume_above=setting("GUARD_RESUME_ABOVE_PERCENT", 50),
+            pressure_pause=setting("GUARD_MEMORY_PRESSURE_PAUSE", 20),
+            pressure_resume=setting("GUARD_MEMORY_PRESSURE_RESUME", 5),
+            swapin_pause=setting("GUARD_SWAPIN_PAUSE_PER_S", 50),
+            resume_after=setting("GUARD_RESUME_AFTER_S", 300),
+        )
+
+
+# One reading: the burst balance (percent), the memory pressure, the swap-ins per second, and
+# whether the pause flag is there.
+Reading = namedtuple("Reading", "balance pressure swapin_rate flag_exists")
+
+
+class State(namedtuple("State", "paused healthy_since reason pauses resumes")):
+    """What the guard decided so far: whether bulk work is paused; since when (the caller's
+    clock) the readings have been healthy while paused, else None; why it paused or resumed;
+    its pauses and resumes since it started."""
+
+    __slots__ = ()
+
+    @classmethod
+    def starting(cls, paused):
+        return cls(paused=paused, healthy_since=None, reason="starting", pauses=0, resumes=0)
+
+    @property
+    def counts(self):
+        return {"pause": self.pauses, "resume": self.resumes}
+
+
+# What decide() decided: the new State; what to do with the pause flag ("touch", "unlink" or
+# None: leave it); the lines to log, in order, each to be followed by the numbers in brackets;
+# the reason to publish.
+Decision = namedtuple("Decision", "state flag said shown")
+
+
+def decide(state, reading, thresholds, now):
+    """The next State from the last one and a Reading at `now` (seconds, the caller's clock).
+    Pause eagerly: the first reading past any pause threshold. Resume conservatively: only once
+    every reading stayed healthy for thresholds.resume_after. A flag removed by hand while
+    paused ends the pause (the next alarm pauses again)."""
+    t = thresholds
+    balance, pressure, swapin_rate = reading.balance, reading.pressure, reading.swapin_rate
+    alarms = [
+        text
+        for text, bad in [
+            (f"burst balance {balance:.1f}% < {t.pause_below:g}%", balance < t.pause_below),
+            (f"memory pressure {pressure:.2f} > {t.pressure_pause:g}", pressure > t.pressure_pause),
+            (f"swap-ins {swapin_rate:.1f}/s > {t.swapin_pause:g}/s", swapin_rate > t.swapin_pause),
+        ]
+        if bad
+    ]
+    paused, healthy_since, reason = state.paused, state.healthy_since, state.reason
+    pauses, resumes = state.pauses, state.resumes
+    flag, said = None, []
+    if paused and not reading.flag_exists:
+        # The operator removed the flag: bulk work runs again; the next alarm pauses it.
+        paused, healthy_since = False, None
+        said.append("guard: the pause flag was removed by hand: bulk work runs")
+    healthy = (
+        balance >= t.resume_above and pressure < t.pressure_resume and swapin_rate <= t.swapin_pause
+    )
+    if not paused and alarms:
+        paused, healthy_since, reason = True, None, "; ".join(alarms)
+        flag = "touch"
+        pauses += 1
+        said.append(f"guard: PAUSE bulk work: {reason}")
+    elif paused:
+        if not healthy:
+            healthy_since = None
+        elif healthy_since is None:
+            healthy_since = now
+            said.append(f"guard: healthy again, resuming in {t.resume_after:g}s if it stays so")
+        elif now - healthy_since >= t.resume_after:
+            paused, healthy_since, reason = False, None, f"healthy for {now - healthy_since:.0f}s"
+            flag = "unlink"
+            resumes += 1
+            said.append(f"guard: RESUME bulk work: {reason}")
+    return Decision(
+        state=State(paused, healthy_since, reason, pauses, resumes),
+        flag=flag,
+        said=tuple(said),
+        shown=reason if paused else ("healthy" if not alarms else reason),
+    )
 
 
 def find_device(configured, data_path):
@@ -237,38 +365,31 @@ def publish(
 
 def main():
     interval = setting("GUARD_INTERVAL_S", 15)
-    pause_below = setting("GUARD_PAUSE_BELOW_PERCENT", 30)
-    resume_above = setting("GUARD_RESUME_ABOVE_PERCENT", 50)
-    pressure_pause = setting("GUARD_MEMORY_PRESSURE_PAUSE", 20)
-    pressure_resume = setting("GUARD_MEMORY_PRESSURE_RESUME", 5)
-    swapin_pause = setting("GUARD_SWAPIN_PAUSE_PER_S", 50)
-    resume_after = setting("GUARD_RESUME_AFTER_S", 300)
+    thresholds = Thresholds.from_env()
     state_dir = Path(ENV.get("GUARD_STATE_DIR", "/run/shoestring-guard"))
     flag = state_dir / "pause-bulk"
     # Readable by the node exporter and shoestring-status; the service's umask is 0077.
     (state_dir / "metrics").mkdir(exist_ok=True)
     (state_dir / "metrics").chmod(0o755)
 
-    volume = Volume()
+    volume = Volume.from_env()
     cloudwatch = CloudWatchBalance(ENV.get("GUARD_CLOUDWATCH_FILE", ""))
     device = find_device(
         ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
     )
-    paused = flag.exists()
-    healthy_since = None
-    reason = "starting"
-    counts = {"pause": 0, "resume": 0}
+    state = State.starting(paused=flag.exists())
+    t = thresholds
     log(
-        f"guard: watching {device} as {volume.describe()}; pause below {pause_below:g}% or memory "
-        f"pressure over {pressure_pause:g} or swap-ins over {swapin_pause:g}/s, resume after "
-        f"{resume_after:g}s above {resume_above:g}% and under {pressure_resume:g};"
+        f"guard: watching {device} as {volume.describe()}; pause below {t.pause_below:g}% or "
+        f"memory pressure over {t.pressure_pause:g} or swap-ins over {t.swapin_pause:g}/s, resume "
+        f"after {t.resume_after:g}s above {t.resume_above:g}% and under {t.pressure_resume:g};"
         f" every {interval:g}s; {cloudwatch.describe()}"
-        + ("; bulk work is paused (flag present)" if paused else "")
+        + ("; bulk work is paused (flag present)" if state.paused else "")
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     publish(
         state_dir,
-        paused,
+        state.paused,
         "starting",
         device,
         volume,
@@ -277,7 +398,7 @@ def main():
         0.0,
         memory_pressure(),
         0.0,
-        counts,
+        state.counts,
     )
     last_ios, last_swapin, last_time = read_diskstats()[device][2], swap_ins(), time.monotonic()
     while True:
@@ -301,45 +422,20 @@ def main():
         )
         if cloudwatch.percent is not None:
             numbers += f"; CloudWatch's last {cloudwatch.percent:.1f}%"
-        alarms = [
-            text
-            for text, bad in [
-                (f"burst balance {balance:.1f}% < {pause_below:g}%", balance < pause_below),
-                (f"memory pressure {pressure:.2f} > {pressure_pause:g}", pressure > pressure_pause),
-                (f"swap-ins {swapin_rate:.1f}/s > {swapin_pause:g}/s", swapin_rate > swapin_pause),
-            ]
-            if bad
-        ]
-        if paused and not flag.exists():
-            # The operator removed the flag: bulk work runs again; the next alarm pauses it.
-            paused, healthy_since = False, None
-            log(f"guard: the pause flag was removed by hand: bulk work runs ({numbers})")
-        healthy = (
-            balance >= resume_above and pressure < pressure_resume and swapin_rate <= swapin_pause
+        decision = decide(
+            state, Reading(balance, pressure, swapin_rate, flag.exists()), thresholds, now
         )
-        if not paused and alarms:
-            paused, healthy_since, reason = True, None, "; ".join(alarms)
+        state = decision.state
+        if decision.flag == "touch":
             flag.touch()
-            counts["pause"] += 1
-            log(f"guard: PAUSE bulk work: {reason} ({numbers})")
-        elif paused:
-            if not healthy:
-                healthy_since = None
-            elif healthy_since is None:
-                healthy_since = now
-                log(
-                    f"guard: healthy again, resuming in {resume_after:g}s"
-                    f" if it stays so ({numbers})"
-                )
-            elif now - healthy_since >= resume_after:
-                paused, reason = False, f"healthy for {now - healthy_since:.0f}s"
-                flag.unlink(missing_ok=True)
-                counts["resume"] += 1
-                log(f"guard: RESUME bulk work: {reason} ({numbers})")
+        elif decision.flag == "unlink":
+            flag.unlink(missing_ok=True)
+        for message in decision.said:
+            log(f"{message} ({numbers})")
         publish(
             state_dir,
-            paused,
-            reason if paused else ("healthy" if not alarms else reason),
+            state.paused,
+            decision.shown,
             device,
             volume,
             cloudwatch,
@@ -347,7 +443,7 @@ def main():
             iops,
             pressure,
             swapin_rate,
-            counts,
+            state.counts,
         )
 
 
