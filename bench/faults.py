@@ -1,7 +1,10 @@
 """make faults: on the tuned host under a smaller load of the same kind, inject each fault,
 let the appliance recover, then ask the fake network for the truth. One table row per fault:
 blocks expected, made, missing, duplicated; unblocks due and done; Batch rows left
-waiting (ready) or queued; seconds to recover (from the moment the fault ended).
+waiting (ready) or queued; seconds to recover (from the moment the fault ended). The
+table goes to bench/results/<date>-<commit>-faults/faults.md (and .json, both in git; the raw
+traces stay on the machine) and, for a whole suite, replaces the latest fault table in
+docs/benchmarks.md (bench/docs.py).
 
     python -m bench.faults [--quick] [--only NAME,...] [--deadline-s 900] [--reuse] [--keep]
 """
@@ -14,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import docs
 from . import run as bench
 
 HOST = bench.HOSTS["tuned"]
+# The section of docs/benchmarks.md a whole suite replaces (bench/docs.py).
+LATEST = "latest-faults"
 # Faults hit a campaign mid-way: each person's hourly budget lasts a minute (compression
 # 60), so a 3,000-follower campaign takes a few minutes and waits for its budget meanwhile.
 COMPRESSION = 60
@@ -294,6 +300,8 @@ def main(argv=None):
     if args.only:
         names = set(args.only.split(","))
         chosen = [f for f in chosen if f.name in names]
+    if not args.quick:
+        docs.check(bench.DOCS, [] if args.only else [LATEST])
     out = bench.results_dir("faults", smoke=args.quick)
     bench.log(f"results in {out}")
     rows = []
@@ -314,18 +322,19 @@ def main(argv=None):
                 rows.append({"fault": fault.name, "title": fault.title, "error": why})
             Path(out / "faults.json").write_text(json.dumps(rows, indent=1))
     meta["load_after"] = bench.load_average()
+    stamp = time.strftime("%Y-%m-%d %H:%M")
     text = (
-        f"### Faults {time.strftime('%Y-%m-%d %H:%M')} commit {meta['commit']}\n\n"
+        f"### Faults {stamp} commit {meta['commit']}\n\n"
         f"Tuned host; per fault 3 people with a 3,000-follower campaign each and one person's"
         f" 1,000 blocks being undone; per-account windows compressed {COMPRESSION}x. Machine:"
         f" {meta['machine']}; load average before {meta['load_before']},"
-        f" after {meta['load_after']}.\n\n" + table(rows)
+        f" after {meta['load_after']}. {traces_line(out)}\n\n" + table(rows)
     )
     (out / "faults.md").write_text(text)
-    if not args.quick:
-        with open(bench.DOCS, "a") as docs:
-            docs.write("\n" + text)
     print(text)
+    if not args.quick:
+        results = out.relative_to(bench.REPO)
+        docs.update(bench.DOCS, *docs_parts(text, stamp, meta["commit"], rows, results, args.only))
     if args.quick:
         problems = quick_problems(rows)
         if problems:
@@ -333,6 +342,43 @@ def main(argv=None):
             return 1
         bench.log("quick faults: every block made once, every unblock done, nothing left")
     return 1 if any(r.get("error") for r in rows) else 0
+
+
+def traces_line(out):
+    """Where the run's raw traces are: never in git, only where it ran."""
+    if not out.is_relative_to(bench.REPO):  # --quick: a temporary directory
+        return f"Raw traces: `{out}/` (temporary)."
+    return (
+        f"Raw traces (`raw-<fault>-load.jsonl.gz`, `raw-<fault>-check.jsonl.gz`) and the"
+        f" provision log: `{out.relative_to(bench.REPO)}/` on the machine that ran it, not in git."
+    )
+
+
+def docs_parts(text, stamp, commit, rows, results, only):
+    """What a run puts in docs/benchmarks.md: ({section: body}, its line in the list of
+    runs). Only a whole suite is the latest fault table; a run of a few is only listed."""
+    faults_md = docs.link(results, "faults.md")
+    what = f"fault suite, {summary_phrase(rows)}"
+    if only:
+        what = f"only {', '.join(r['fault'] for r in rows)}; {summary_phrase(rows)}"
+    entry = f"- {stamp} commit {commit}: {what}: {faults_md}"
+    if only:
+        return {}, entry
+    return {
+        LATEST: f"{text.rstrip()}\n\nThis table, and `faults.json` beside it: {faults_md}."
+    }, entry
+
+
+def summary_phrase(rows):
+    """One phrase for the list of runs: how many faults recovered with nothing lost."""
+    clean = [
+        r
+        for r in rows
+        if not r.get("error")
+        and r["recovered_after_s"] is not None
+        and not (r["blocks_missing"] or r["blocks_duplicated"])
+    ]
+    return f"{len(clean)} of {len(rows)} recovered with no block lost or made twice"
 
 
 def quick_problems(rows):

@@ -174,8 +174,20 @@ def _people(count):
     return f"{count} {'person' if count == 1 else 'people'}"
 
 
-def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
-    """The run's summary: the machine, the load, one table of figures per host, the targets."""
+def files_line(results_dir):
+    """Where a run's outputs are: its summaries in git, the raw files only where it ran."""
+    if Path(results_dir).is_absolute():  # a smoke run's temporary directory
+        return f"- Raw samples, CSV, plot and summary: `{results_dir}/` (temporary)."
+    return (
+        f"- In git: `summary.md` and `summary.json` in `{results_dir}/`. The raw samples,"
+        " per-second CSVs, plot and provision logs stay in that directory on the machine that"
+        " ran it, not in git."
+    )
+
+
+def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True):
+    """The run's summary: the machine, the load, one table of figures per host, the targets.
+    Without `services`, no row per systemd unit (docs/benchmarks.md's shorter table)."""
     hosts = list(figures)
     pgdata = " (Postgres' data on a second one)" if meta.get("split_pgdata") else ""
     lines = [
@@ -191,7 +203,7 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
         f"- Load: {_people(meta['people'])} with campaigns, {_people(meta['clickers'])}"
         f" clicking a single-account block every {meta['click_every_s']:g} s, a reader every"
         f" {meta['read_every_s']:g} s. {meta['fake_note']}",
-        f"- Raw samples, CSV and plot: `{meta['results_dir']}/`.",
+        files_line(meta["results_dir"]),
         "",
         "| figure | " + " | ".join(hosts) + " |",
         "|---|" + "---|" * len(hosts),
@@ -279,7 +291,7 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling):
         lambda f: f"{_fmt(f['fake_429'])} / {_fmt(f['fake_ip_429'])}",
     )
     row("duplicate block records (fake)", lambda f: _fmt(f["duplicates"]))
-    units = sorted({u for f in figures.values() for u in f["services"]})
+    units = sorted({u for f in figures.values() for u in f["services"]}) if services else []
     for unit in units:
 
         def cell(f, unit=unit):

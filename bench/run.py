@@ -1,7 +1,9 @@
 """make bench: the appliance as shipped (tuned) against the seed's naive stack, under the
 same load, one after the other, in one run. Builds both hosts (bench/hosts.sh + site.yml),
 runs the agent in each, and writes bench/results/<date>-<commit>/: the raw samples, a
-per-second CSV, a plot and a Markdown summary (also appended to docs/benchmarks.md).
+per-second CSV, a plot and a Markdown summary. Only summary.md and summary.json are kept in
+git (.gitignore); the run's table replaces the latest one in docs/benchmarks.md and its
+summary heads the list of runs there (bench/docs.py).
 
     python -m bench.run [--minutes 10] [--people 50] [--iops 100] [--compression auto]
     python -m bench.run --calibrate      # the issue's calibration point (docs/benchmarks.md)
@@ -24,12 +26,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import analysis, report
+from . import analysis, docs, report
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTS_SH = REPO / "bench" / "hosts.sh"
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
+# The sections of DOCS a run replaces (bench/docs.py): a calibration run, any other.
+HEADLINE, CALIBRATION = "latest-headline", "latest-calibration"
 # Container names: <prefix>-bench-<role>, so checkouts sharing a machine do not collide.
 # The inventory host stays shoestring-bench-<role> (its host_vars); ansible_host is the name.
 PREFIX = os.environ.get("SHOESTRING_BENCH_PREFIX") or "shoestring"
@@ -319,8 +323,41 @@ def smoke_problems(figures, out):
     return problems
 
 
+def docs_sections(meta, figures, verdict_rows, ratio, ceiling):
+    """What a run puts in docs/benchmarks.md: a calibration run its calibration lines, any
+    other its summary without the rows per service; each links the whole summary."""
+    summary = docs.link(meta["results_dir"], "summary.md")
+    if meta["calibration"]:
+        lines = [f"Latest: {meta['date']}, commit {meta['commit']} ({summary}).", ""]
+        lines += report.calibration_lines(figures)[2:]
+        if ratio:
+            lines += [
+                "",
+                f"Naive/tuned write IOs per block (incl. the flush): **{report._fmt(ratio)}x**.",
+            ]
+        return {CALIBRATION: "\n".join(lines)}
+    text = report.summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=False)
+    return {HEADLINE: f"{text.rstrip()}\n\nEvery service's memory and CPU: {summary}."}
+
+
+def run_entry(meta, figures, ratio):
+    """The run's line in docs/benchmarks.md's list of runs."""
+    if meta["calibration"]:
+        what = "the calibration point"
+    else:
+        what = f"{meta['minutes']:g} min, {report._people(meta['people'])}"
+    if "tuned" in figures:
+        what += f"; tuned {report._fmt(figures['tuned']['blocks_per_s'])} blocks/s"
+    if ratio:
+        what += f", naive/tuned {report._fmt(ratio)}x write IOs per block"
+    summary = docs.link(meta["results_dir"], "summary.md")
+    return f"- {meta['date']} commit {meta['commit']}: {what}: {summary}"
+
+
 def main(argv=None):
     args = parse(argv)
+    if not args.smoke:
+        docs.check(DOCS, [CALIBRATION if args.calibrate else HEADLINE])
     roles = [r.strip() for r in args.hosts.split(",") if r.strip()]
     names = [HOSTS[r] for r in roles]
     label = "calibration" if args.calibrate else ""
@@ -400,10 +437,13 @@ def main(argv=None):
             default=str,
         )
     )
-    if not args.smoke:
-        with open(DOCS, "a") as docs:
-            docs.write("\n" + summary)
     print(summary)
+    if not args.smoke:
+        docs.update(
+            DOCS,
+            docs_sections(meta, figures, verdict_rows, ratio, ceiling),
+            run_entry(meta, figures, ratio),
+        )
     if args.smoke:
         problems = smoke_problems(figures, out)
         if problems:

@@ -1,6 +1,7 @@
 """The benchmark's arithmetic and probes (bench/): the gp2 model, the figures a run's
 samples give, the targets' verdicts, the load plan, and the agent's readers of the broker,
-the kernel and the fake network, each against the real thing where there is one."""
+the kernel and the fake network, each against the real thing where there is one, and how a
+run's tables replace the previous ones in docs/benchmarks.md."""
 
 import json
 import shutil
@@ -11,7 +12,7 @@ import time
 import pytest
 from fakesky.server import serve
 
-from bench import analysis
+from bench import analysis, docs
 from bench.agent import broker, host
 from bench.agent.fake import Fake
 from bench.agent.load import LARGEST, SMALLEST, followers_of, plan_targets
@@ -406,3 +407,131 @@ def test_the_smoke_fails_when_a_figure_was_not_measured(tmp_path):
         "tuned: every appliance service sampled",
         "plot.png not written",
     ]
+
+
+# -- docs/benchmarks.md: a run replaces the latest tables, it never appends ------------------
+DOC = """# Benchmarks
+
+The method.
+
+<!-- latest-headline:start -->
+
+### the old run
+
+| figure | tuned |
+<!-- latest-headline:end -->
+
+In between.
+
+<!-- runs:start -->
+- the old run
+<!-- runs:end -->
+"""
+
+
+def test_a_section_is_replaced_and_nothing_outside_its_markers_changes():
+    text = docs.replace_section(DOC, "latest-headline", "### the new run\n\n| figure | tuned |\n")
+    assert "the old run\n\n|" not in text
+    assert docs.section(text, "latest-headline") == "### the new run\n\n| figure | tuned |"
+    assert text.startswith("# Benchmarks\n\nThe method.\n\n<!-- latest-headline:start -->\n")
+    assert text.endswith(DOC[DOC.index("<!-- latest-headline:end -->") :])
+    # A second run leaves one table, the newer: the file does not grow run by run.
+    again = docs.replace_section(text, "latest-headline", "### the newer run\n")
+    assert again.count("### ") == 1
+    assert len(again.splitlines()) == len(text.splitlines()) - 2
+    same = "### the new run\n\n| figure | tuned |"
+    assert docs.replace_section(text, "latest-headline", same) == text
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        DOC.replace("<!-- latest-headline:end -->", ""),
+        DOC.replace("<!-- latest-headline:start -->", ""),
+        DOC.replace("latest-headline", "latest-faults"),
+        DOC + "<!-- latest-headline:start -->\n<!-- latest-headline:end -->\n",
+        DOC.replace(":start", ":@@").replace(":end", ":start").replace(":@@", ":end"),
+    ],
+    ids=["no end", "no start", "neither", "twice", "end before start"],
+)
+def test_a_section_without_its_pair_of_markers_is_an_error_not_an_append(broken, tmp_path):
+    with pytest.raises(docs.MissingMarkers, match="<!-- latest-headline:start -->"):
+        docs.replace_section(broken, "latest-headline", "### the new run")
+    (tmp_path / "benchmarks.md").write_text(broken)
+    with pytest.raises(docs.MissingMarkers):
+        docs.check(tmp_path / "benchmarks.md", ["latest-headline"])
+
+
+def test_the_list_of_runs_has_the_newest_first_and_each_once():
+    text = docs.add_run(DOC, "- the new run")
+    assert docs.section(text, "runs") == "- the new run\n- the old run"
+    assert docs.add_run(text, "- the old run").count("- the old run") == 1
+    assert docs.section(docs.add_run(text, "- the old run"), "runs").startswith("- the old run")
+
+
+def run_meta(results_dir, **changes):
+    meta = {
+        "date": "2026-11-25 10:00",
+        "commit": "abc1234",
+        "minutes": 30.0,
+        "people": 50,
+        "clickers": 3,
+        "click_every_s": 3,
+        "read_every_s": 2,
+        "iops": 100,
+        "compression": 14.0,
+        "machine": "2 x CPU, 24 GiB RAM",
+        "load_before": "0.00 0.00 0.00",
+        "load_after": "1.00 1.00 1.00",
+        "split_pgdata": False,
+        "calibration": False,
+        "results_dir": results_dir,
+        "fake_note": "Time compression 14.",
+    }
+    return meta | changes
+
+
+def test_runs_and_fault_suites_replace_the_latest_tables_of_the_real_docs(tmp_path):
+    from bench import faults, run
+
+    path = tmp_path / "benchmarks.md"
+    path.write_text(run.DOCS.read_text())
+    docs.check(path, [run.HEADLINE, run.CALIBRATION, faults.LATEST])
+    method = path.read_text().split("<!-- latest-")[0]
+    tuned = analysis.summarize(stream(), baseline_iops=100, compression=14)
+    figures = {"tuned": tuned, "naive": dict(tuned, write_ios_per_block_with_flush=1.0)}
+    rows, ratio = analysis.verdicts(figures["tuned"], figures["naive"])
+    ceiling = {"per_ip_rps": 10.0, "blocks_per_s": 667, "app_blocks_per_s": 333, "reached_pct": 15}
+    sizes = []
+    for n in (1, 2):
+        meta = run_meta(f"bench/results/2026-11-25-run{n}", commit=f"run{n}")
+        sections = run.docs_sections(meta, figures, rows, ratio, ceiling)
+        assert list(sections) == [run.HEADLINE]
+        assert "`shoestring-worker-bulk` RSS" not in sections[run.HEADLINE]
+        docs.update(path, sections, run.run_entry(meta, figures, ratio))
+        sizes.append(len(path.read_text().splitlines()))
+    text = path.read_text()
+    latest = docs.section(text, run.HEADLINE)
+    assert "commit run2" in latest
+    assert "commit run1" not in latest
+    assert "(../bench/results/2026-11-25-run2/summary.md)" in latest
+    assert sizes[1] == sizes[0] + 1  # one more line in the list of runs, nothing else
+    listed = docs.section(text, docs.RUNS).splitlines()
+    assert listed[0].startswith("- 2026-11-25 10:00 commit run2: 30 min, 50 people; tuned 100.0")
+    assert listed[1].startswith("- 2026-11-25 10:00 commit run1:")
+    calibration = run_meta("bench/results/2026-11-25-cal-calibration", calibration=True)
+    sections = run.docs_sections(calibration, figures, rows, ratio, ceiling)
+    assert list(sections) == [run.CALIBRATION]
+    table = "### Faults 2026-11-25 11:00 commit abc1234\n\n" + faults.table([fault_row()])
+    for only in ("", "worker-child-kill"):
+        parts = faults.docs_parts(table, "2026-11-25 11:00", "abc1234", [fault_row()], "r", only)
+        docs.update(path, *parts)
+    text = path.read_text()
+    assert docs.section(text, faults.LATEST).startswith(table.rstrip())
+    assert docs.section(text, docs.RUNS).splitlines()[:2] == [
+        "- 2026-11-25 11:00 commit abc1234: only worker-child-kill; 1 of 1 recovered with no"
+        " block lost or made twice: [`r/faults.md`](../r/faults.md)",
+        "- 2026-11-25 11:00 commit abc1234: fault suite, 1 of 1 recovered with no block lost or"
+        " made twice: [`r/faults.md`](../r/faults.md)",
+    ]
+    assert text.split("<!-- latest-")[0] == method
