@@ -81,7 +81,7 @@ molecule: deps image
 	for scenario in $(SCENARIOS); do molecule test --scenario-name $$scenario; done
 
 # Both bench hosts, one after the other, under the same load; results in bench/results/
-# and appended to docs/benchmarks.md. The hosts are removed afterwards, also on failure.
+# and the latest table in docs/benchmarks.md replaced. The hosts are removed afterwards, also on failure.
 bench: deps image
 	python -m bench.run
 
