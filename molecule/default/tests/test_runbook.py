@@ -16,7 +16,7 @@ RUNBOOK = Path(__file__).resolve().parents[3] / "docs" / "runbook.md"
 EXPECT = {
     "shoestring-status": r"^PROBLEMS:",
     "shoestring-manage status --json": r'"queues": \[',
-    "shoestring-manage status": r"^queue +waiting",
+    "shoestring-manage status": r"^QUEUES +waiting",
     "curl -sk https://localhost/healthz": r"^ok$",
     "systemctl --failed": r"0 loaded units listed",
     "systemctl show -p NRestarts -p Result postgresql@15-main.service": r"^NRestarts=\d+$",

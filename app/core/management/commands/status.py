@@ -1,7 +1,14 @@
-"""The app's half of the operator's status screen (`shoestring-status` on the host prints
-both halves): queue depths and the oldest message's age per queue, campaigns running, people
-waiting on a rate limit, kill switches engaged. `--json` for `shoestring-status`."""
+"""The app's half of the operator's status screen, and the only place it is rendered: queue
+depths and the oldest message's age per queue, campaigns running, people waiting on a rate
+limit, kill switches engaged, and the problems among them (a queue's oldest message older than
+its SLA, messages in a dead-letter queue, a kill switch engaged).
 
+`shoestring-manage status` prints the QUEUES and APP sections exactly as `shoestring-status`
+shows them. `--json` prints one object: the numbers, `problems` and `text` (those same lines);
+`shoestring-status` runs `status --json --sla QUEUE=SECONDS ...` once and prints `text`, adding
+`problems` to its own."""
+
+import argparse
 import json
 
 from django.core.management.base import BaseCommand
@@ -25,6 +32,45 @@ def app_status():
     }
 
 
+# The decisions: pure, on the dict app_status() returns.
+
+
+def sla_exceeded(oldest_age_s, sla_s):
+    """True when the oldest message has waited longer than the queue's SLA; an unknown age or
+    a queue without an SLA never is."""
+    return oldest_age_s is not None and sla_s is not None and oldest_age_s > sla_s
+
+
+def queue_problems(row, sla_s=None):
+    """One queue's problems: its oldest message older than its SLA (seconds, or None), and
+    messages in its dead-letter queue (SQS only; None on Redis)."""
+    problems = []
+    if sla_exceeded(row["oldest_age_s"], sla_s):
+        problems.append(
+            f"queue {row['queue']}: oldest message {row['oldest_age_s']:.0f}s old, SLA {sla_s:g}s"
+        )
+    if row.get("dead"):
+        problems.append(f"queue {row['queue']}: {row['dead']} messages in its dead-letter queue")
+    return problems
+
+
+def kill_switch_problems(switches):
+    """Every engaged kill switch is a problem until it is released."""
+    return [f"kill switch engaged: {switch['task']}" for switch in switches]
+
+
+def app_problems(status, slas):
+    """The problems in app_status()'s answer, given each queue's SLA in seconds (a queue not in
+    `slas` has none), in the order the screen shows them."""
+    problems = []
+    for row in status["queues"]:
+        problems += queue_problems(row, slas.get(row["queue"]))
+    return problems + kill_switch_problems(status["kill_switches"])
+
+
+# The rendering: the screen's QUEUES and APP sections.
+
+
 def _count(value):
     return "-" if value is None else str(value)
 
@@ -40,43 +86,69 @@ def _age(seconds):
 
 
 def format_status(status):
-    lines = ["queue         waiting  in flight  delayed  dead  oldest"]
+    lines = ["QUEUES        waiting  in flight  delayed  dead  oldest"]
     for row in status["queues"]:
         lines.append(
-            f"{row['queue']:<13} {_count(row['waiting']):>7}  {_count(row['in_flight']):>9}"
+            f"  {row['queue']:<12}{_count(row['waiting']):>7}  {_count(row['in_flight']):>9}"
             f"  {_count(row['delayed']):>7}  {_count(row['dead']):>4}  {_age(row['oldest_age_s'])}"
         )
     reserved = status["queues"][0].get("reserved_all_queues") if status["queues"] else None
     if reserved is not None:
-        lines.append(f"held by workers (unacked, countdown/ETA tasks included): {reserved}")
-    lines.append(
-        f"campaigns running: {status['campaigns_running']}"
-        f"   people waiting on a rate limit: {status['people_rate_limited']}"
-    )
+        lines.append(f"  held by workers (unacked, countdown/ETA tasks included): {reserved}")
     switches = status["kill_switches"]
-    lines.append(
-        "kill switches engaged: "
+    lines += [
+        "APP",
+        f"  campaigns running {status['campaigns_running']},"
+        f" people waiting on a rate limit {status['people_rate_limited']}",
+        "  kill switches engaged: "
         + (
             ", ".join(f"{s['task']} ({s['reason'] or 'no reason given'})" for s in switches)
-            if switches
-            else "none"
-        )
-    )
+            or "none"
+        ),
+    ]
     return "\n".join(lines)
+
+
+def parse_sla(text):
+    """`QUEUE=SECONDS` (argparse type): a queue's SLA, a positive number of seconds."""
+    queue, _, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = None
+    if not queue or value is None or not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected QUEUE=SECONDS with a positive number of seconds, got {text!r}"
+        )
+    return queue, value
 
 
 class Command(BaseCommand):
     help = (
         "Queue depths and oldest message age, campaigns running, people rate-limited and "
-        "kill switches engaged (the app's part of shoestring-status)."
+        "kill switches engaged, as shoestring-status shows them (the app's half of its screen)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON object: the numbers, the problems and the text",
+        )
+        parser.add_argument(
+            "--sla",
+            action="append",
+            type=parse_sla,
+            default=[],
+            metavar="QUEUE=SECONDS",
+            help="a queue whose oldest message waits longer is a problem (once per queue)",
+        )
 
     def handle(self, *args, **options):
         status = app_status()
+        text = format_status(status)
         if options["json"]:
-            self.stdout.write(json.dumps(status))
+            problems = app_problems(status, dict(options["sla"]))
+            self.stdout.write(json.dumps({**status, "problems": problems, "text": text}))
         else:
-            self.stdout.write(format_status(status))
+            self.stdout.write(text)
