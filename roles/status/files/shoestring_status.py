@@ -5,7 +5,11 @@ burst balance, queues, campaigns and kill switches (from the app), the last back
 certificate's expiry and the last errors in the journal. Run as root. Ends with the problems
 it saw and exits 1 when there is one, 0 when there is none.
 
-What it looks at comes from /etc/shoestring-status.json (roles/status)."""
+What it looks at comes from /etc/shoestring-status.json (roles/status). The app's half (QUEUES
+and APP) is the app's own: one run of `shoestring-manage status --json --sla QUEUE=SECONDS ...`
+gives its lines and its problems. Each section reads its source and leaves what is a problem
+to a pure function (the *_problems below, tests/test_status_screen.py); importing this module
+reads nothing."""
 
 import datetime
 import json
@@ -20,6 +24,8 @@ from pathlib import Path
 
 CONFIG = "/etc/shoestring-status.json"
 MIB = 1048576
+# The guard writes its state every few seconds (GUARD_INTERVAL_S): older is a guard that stopped.
+GUARD_STALE_S = 120
 
 
 def run(*command, timeout=30):
@@ -54,6 +60,15 @@ def systemctl_show(units, properties):
     return blocks
 
 
+def unit_problems(unit):
+    """A unit that is not active is a problem, except a timer's oneshot job (the backup),
+    which is inactive between runs."""
+    active = unit.get("ActiveState")
+    if active == "active" or (unit.get("Type") == "oneshot" and active == "inactive"):
+        return []
+    return [f"{unit['Id']} is {active}/{unit.get('SubState')}"]
+
+
 def units_section(config, problems):
     _, out, _ = run(
         "systemctl", "list-units", "--all", "--plain", "--no-legend", *config["unit_patterns"]
@@ -69,10 +84,7 @@ def units_section(config, problems):
             memory += f" {int(current) * 100 // int(limit):3d}%"
         restarts = unit.get("NRestarts") or "-"
         lines.append(f"  {unit['Id']:<38}{state:<19}{memory:<15}{restarts:>8}")
-        # A timer's oneshot job (the backup) is inactive between runs.
-        idle_job = unit.get("Type") == "oneshot" and unit.get("ActiveState") == "inactive"
-        if unit.get("ActiveState") != "active" and not idle_job:
-            problems.append(f"{unit['Id']} is {state}")
+        problems += unit_problems(unit)
     return lines
 
 
@@ -83,6 +95,17 @@ def read_keyed(path):
         if len(parts) >= 2:
             values[parts[0].rstrip(":")] = parts[1]
     return values
+
+
+def pressure_some_avg10(first_line):
+    """avg10 of /proc/pressure/memory's first line: `some avg10=1.23 avg60=... total=...`."""
+    return float(first_line.split()[1].split("=")[1])
+
+
+def memory_pressure_problems(some_avg10, warn):
+    if some_avg10 >= warn:
+        return [f"memory pressure: some avg10={some_avg10}"]
+    return []
 
 
 def memory_section(config, problems):
@@ -99,12 +122,17 @@ def memory_section(config, problems):
     try:
         pressure = Path("/proc/pressure/memory").read_text().splitlines()
         lines.append("  pressure " + "   ".join(pressure))
-        some_avg10 = float(pressure[0].split()[1].split("=")[1])
-        if some_avg10 >= config["memory_pressure_warn"]:
-            problems.append(f"memory pressure: some avg10={some_avg10}")
+        some_avg10 = pressure_some_avg10(pressure[0])
+        problems += memory_pressure_problems(some_avg10, config["memory_pressure_warn"])
     except (OSError, IndexError, ValueError):
         lines.append("  pressure: not available (kernel without PSI)")
     return lines
+
+
+def disk_problems(path, used_percent, warn_percent):
+    if used_percent >= warn_percent:
+        return [f"disk {path} is {used_percent}% full"]
+    return []
 
 
 def disk_section(config, problems):
@@ -123,9 +151,21 @@ def disk_section(config, problems):
             f"  {path:<28} {used:3d}% used, {usage.free / MIB / 1024:.1f} GiB free"
             f" of {usage.total / MIB / 1024:.1f} GiB"
         )
-        if used >= config["disk_used_warn_percent"]:
-            problems.append(f"disk {path} is {used}% full")
+        problems += disk_problems(path, used, config["disk_used_warn_percent"])
     return lines
+
+
+def guard_problems(state, age_s):
+    """The guard's state file (age_s seconds old): CloudWatch out of reach, bulk work paused,
+    or a guard that stopped reading the disk."""
+    problems = []
+    if state.get("cloudwatch_error"):
+        problems.append(f"the guard cannot read CloudWatch: {state['cloudwatch_error']}")
+    if state.get("paused"):
+        problems.append(f"the guard paused bulk work: {state.get('reason', '')}")
+    if age_s > GUARD_STALE_S:
+        problems.append(f"the guard has not read the disk for {ago(age_s)}")
+    return problems
 
 
 def guard_section(config, problems):
@@ -144,7 +184,6 @@ def guard_section(config, problems):
     ]
     if state.get("cloudwatch_error"):
         lines.append(f"  CloudWatch: {state['cloudwatch_error']}; the model alone")
-        problems.append(f"the guard cannot read CloudWatch: {state['cloudwatch_error']}")
     elif state.get("cloudwatch_burst_balance_percent") is not None:
         lines.append(
             f"  CloudWatch's BurstBalance {state['cloudwatch_burst_balance_percent']:.1f}%"
@@ -153,57 +192,52 @@ def guard_section(config, problems):
         )
     elif state.get("cloudwatch_asked"):
         lines.append("  CloudWatch's BurstBalance: no datapoint yet; the model alone")
-    if state.get("paused"):
-        problems.append(f"the guard paused bulk work: {state.get('reason', '')}")
-    if age > 120:
-        problems.append(f"the guard has not read the disk for {ago(age)}")
+    problems += guard_problems(state, age)
     return lines
+
+
+def sla_arguments(queue_sla_s):
+    """The status command's arguments for each queue's SLA (seconds)."""
+    return [arg for queue, sla in queue_sla_s.items() for arg in ("--sla", f"{queue}={sla}")]
+
+
+def app_result(code, out, err):
+    """The app's lines and problems from one run of `shoestring-manage status --json`: its
+    `text` and its `problems`, or, when it failed, the last line it said as the problem. Its
+    JSON is the last line of its output."""
+    if code != 0:
+        return (
+            ["APP", "  shoestring-manage status failed (see problems)"],
+            ["the app's status failed: " + (err.strip().splitlines() or ["?"])[-1]],
+        )
+    status = json.loads(out.strip().splitlines()[-1])
+    return status["text"].splitlines(), status["problems"]
 
 
 def app_section(config, problems):
     manage = config["manage"]
     if not os.path.exists(manage):
         return []
-    code, out, err = run(manage, "status", "--json", timeout=60)
-    if code != 0:
-        problems.append("the app's status failed: " + (err.strip().splitlines() or ["?"])[-1])
-        return ["APP", "  shoestring-manage status failed (see problems)"]
-    status = json.loads(out.strip().splitlines()[-1])
-    lines = ["QUEUES        waiting  in flight  delayed  dead  oldest"]
-    sla = config["queue_sla_s"]
-    for row in status["queues"]:
-        age = row["oldest_age_s"]
-        shown = "unknown" if age is None else f"{age:.0f}s"
-        lines.append(
-            f"  {row['queue']:<12}{fmt(row['waiting']):>7}  {fmt(row['in_flight']):>9}"
-            f"  {fmt(row['delayed']):>7}  {fmt(row['dead']):>4}  {shown}"
-        )
-        if age is not None and age > sla.get(row["queue"], float("inf")):
-            problems.append(
-                f"queue {row['queue']}: oldest message {age:.0f}s old, SLA {sla[row['queue']]}s"
-            )
-        if row.get("dead"):
-            problems.append(
-                f"queue {row['queue']}: {row['dead']} messages in its dead-letter queue"
-            )
-        if row.get("reserved_all_queues") is not None:
-            reserved = row["reserved_all_queues"]
-            lines.append(f"  held by workers (unacked, countdown/ETA included): {reserved}")
-    switches = status["kill_switches"]
-    lines += [
-        "APP",
-        f"  campaigns running {status['campaigns_running']},"
-        f" people waiting on a rate limit {status['people_rate_limited']}",
-        "  kill switches engaged: "
-        + (", ".join(f"{s['task']} ({s['reason'] or 'no reason'})" for s in switches) or "none"),
-    ]
-    for switch in switches:
-        problems.append(f"kill switch engaged: {switch['task']}")
+    command = [manage, "status", "--json", *sla_arguments(config["queue_sla_s"])]
+    lines, found = app_result(*run(*command, timeout=60))
+    problems += found
     return lines
 
 
-def fmt(value):
-    return "-" if value is None else str(value)
+def backup_age_problems(age_s, max_age_s):
+    """The newest dump, age_s seconds old (None: there is none), older than max_age_s."""
+    if age_s is None:
+        return ["no backup yet: systemctl start shoestring-backup.service"]
+    if age_s > max_age_s:
+        return [f"the last backup is {ago(age_s)}"]
+    return []
+
+
+def backup_run_problems(result):
+    """The backup service's last Result (systemd's; None when it never ran)."""
+    if result not in (None, "success"):
+        return [f"the last backup run failed: {result}"]
+    return []
 
 
 def backup_section(config, problems):
@@ -212,6 +246,7 @@ def backup_section(config, problems):
         return []
     dumps = sorted(backup_dir.glob("*.dump"), key=lambda path: path.stat().st_mtime)
     lines = ["BACKUP"]
+    age = None
     if dumps:
         newest = dumps[-1]
         age = time.time() - newest.stat().st_mtime
@@ -219,11 +254,9 @@ def backup_section(config, problems):
             f"  last {newest} ({newest.stat().st_size / MIB:.1f} MiB), {ago(age)};"
             f" {len(dumps)} kept"
         )
-        if age > config["backup_max_age_s"]:
-            problems.append(f"the last backup is {ago(age)}")
     else:
         lines.append("  no backup yet")
-        problems.append("no backup yet: systemctl start shoestring-backup.service")
+    problems += backup_age_problems(age, config["backup_max_age_s"])
     service, timer = systemctl_show(
         ["shoestring-backup.service", "shoestring-backup.timer"],
         ["Result", "ExecMainStatus", "NextElapseUSecRealtime"],
@@ -232,9 +265,14 @@ def backup_section(config, problems):
         f"  last run: {service.get('Result', '?')} (exit {service.get('ExecMainStatus', '?')}),"
         f" next: {timer.get('NextElapseUSecRealtime') or '?'}"
     )
-    if service.get("Result") not in (None, "success"):
-        problems.append(f"the last backup run failed: {service.get('Result')}")
+    problems += backup_run_problems(service.get("Result"))
     return lines
+
+
+def certificate_problems(days, warn_days):
+    if days < warn_days:
+        return [f"the certificate expires in {days:.0f} days"]
+    return []
 
 
 def certificate_section(config, problems):
@@ -261,8 +299,7 @@ def certificate_section(config, problems):
     fields = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     expires = ssl.cert_time_to_seconds(fields["notAfter"])
     days = (expires - time.time()) / 86400
-    if days < config["certificate_warn_days"]:
-        problems.append(f"the certificate expires in {days:.0f} days")
+    problems += certificate_problems(days, config["certificate_warn_days"])
     return [
         "CERTIFICATE",
         f"  {fields.get('subject', '').strip()}: expires {fields['notAfter']} ({days:.0f} days)",
