@@ -162,7 +162,8 @@ WORKER_SETTINGS = {
 
 class Worker:
     def __init__(self, env, log_path):
-        self.env, self.log_path, self.process = env, log_path, None
+        self.env, self.log_path = env, log_path
+        self.log = self.process = self.beat = None
 
     def _spawn(self, *args):
         # Its own process group, so stop() can end the pool children a SIGKILL of the
@@ -228,6 +229,8 @@ class Worker:
         or orphaned by a test's SIGKILL, is killed with its process group. Returns once no
         database session of theirs is left, so a reset of the database cannot race them."""
         for process in (self.beat, self.process):
+            if process is None:  # start() failed before it was spawned
+                continue
             if process.poll() is None:
                 process.terminate()
                 try:
@@ -237,7 +240,8 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-        self.log.close()
+        if self.log:
+            self.log.close()
         wait_until(
             lambda: not worker_sessions(self.env),
             30,
@@ -245,6 +249,8 @@ class Worker:
         )
 
     def log_tail(self, lines=60):
+        if not self.log_path.exists():
+            return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
@@ -329,12 +335,16 @@ def celery_worker(transactional_db, worker_env, redis_url, tmp_path):
     broker = redis.Redis.from_url(redis_url)
     broker.flushdb()
     worker = Worker(worker_env, tmp_path / "worker.log")
-    worker.start()
-    yield worker
-    worker.stop()
-    broker.flushdb()
-    # Shown by pytest only when the test failed.
-    print(f"--- the last lines of {worker.log_path} ---\n{worker.log_tail()}")
+    try:
+        worker.start()
+        yield worker
+    finally:
+        try:
+            worker.stop()
+        finally:
+            broker.flushdb()
+            # Shown by pytest only when the test failed.
+            print(f"--- the last lines of {worker.log_path} ---\n{worker.log_tail()}")
 
 
 def _rows_left(connection):
@@ -362,7 +372,11 @@ def pytest_runtest_teardown(item, nextitem):
     try:
         return (yield)
     finally:
-        if nextitem is not None and "_django_db_helper" in item.fixturenames:
+        # The mark brings the database in at run time: it is not among the fixture names.
+        uses_database = (
+            item.get_closest_marker("django_db") or "_django_db_helper" in item.fixturenames
+        )
+        if nextitem is not None and uses_database:
             _empty_or_fail(item)
 
 

@@ -53,8 +53,8 @@ def test_a_campaign_runs_through_sqs(client, person, fakesky, moto_sqs, tmp_path
     env = app_env(moto_sqs, "e2e-", **WORKER_SETTINGS)
     assert run_manage(env, "create_sqs_queues").returncode == 0
     worker = Worker(env, tmp_path / "sqs-worker.log")
-    worker.start()
     try:
+        worker.start()
         user = person()
         unlimited(fakesky)
         assert buckets.debit(user, 150)

@@ -12,8 +12,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def test_a_stopped_test_worker_leaves_no_process_and_no_database_session(worker_env, tmp_path):
     worker = Worker(worker_env, tmp_path / "worker.log")
-    worker.start()
     try:
+        worker.start()
         # Beat sends the periodic tasks every second and the pool runs them on the database.
         wait_until(lambda: worker_sessions(worker_env), 30, message="the worker's sessions")
         groups = [worker.process.pid, worker.beat.pid]

@@ -126,16 +126,16 @@ def test_a_backup_restores_into_a_fresh_database_and_the_app_has_its_data_back(h
     host.check_output("runuser -u postgres -- dropdb --force shoestring")
     assert "shoestring" not in databases(host)
     host.check_output("systemctl start shoestring-web.socket shoestring.target")
-    assert wait_until(lambda: healthz_code(host) == "503", 30), (
-        "the app answered without its database"
+    wait_until(
+        lambda: healthz_code(host) == "503", 30, message="the app answered without its database"
     )
 
     restore = host.run("shoestring-restore %s", dump)
     print(restore.stdout)
     assert restore.rc == 0, restore.stdout + restore.stderr
     assert f"restored {dump} into a fresh database shoestring" in restore.stdout
-    assert wait_until(lambda: healthz_code(host) == "200", 30), (
-        "the app did not answer after the restore"
+    wait_until(
+        lambda: healthz_code(host) == "200", 30, message="the app did not answer after the restore"
     )
 
     # The data is back, the credential readable with the host's key; later data is not.

@@ -96,20 +96,21 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
     host, simulated_volume
 ):
     started = host_time(host)
-    assert wait_until(
+    wait_until(
         lambda: (
             "watching" in host.check_output("journalctl -u %s -n 3 -o cat", GUARD)
             and "gp2 500 GiB" in host.check_output("journalctl -u %s -n 3 -o cat", GUARD)
         ),
         20,
-    ), "the guard did not start on the simulated volume"
+        message="the guard did not start on the simulated volume",
+    )
     # Synchronous 4 KiB writes: thousands of I/O operations a second, bounded in count and time.
     load = host.run("timeout -s INT 20 dd if=/dev/zero of=%s bs=4k count=200000 oflag=dsync", LOAD)
     load_ended = host_time(host)
     host.run("rm -f %s", LOAD)
     print(f"\nwrite load: {(load.stderr.strip().splitlines() or ['?'])[-1]}")
-    assert wait_until(lambda: host.file(FLAG).exists, 30), "the guard did not pause bulk work"
-    assert wait_until(
+    wait_until(lambda: host.file(FLAG).exists, 30, message="the guard did not pause bulk work")
+    wait_until(
         lambda: (
             "paused: stopped consuming from bulk"
             in host.check_output(
@@ -117,12 +118,13 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
             )
         ),
         30,
-    ), "the bulk pool did not stop consuming"
+        message="the bulk pool did not stop consuming",
+    )
 
     # While paused: interactive work is served, bulk work waits in the broker.
     before = queue_waiting(host)
     host.check_output("shoestring-manage shell --no-imports -c %s", PUBLISH)
-    assert wait_until(lambda: queue_waiting(host)["interactive"] == 0, 30), "interactive stalled"
+    wait_until(lambda: queue_waiting(host)["interactive"] == 0, 30, message="interactive stalled")
     waiting = queue_waiting(host)
     assert host.file(FLAG).exists, (
         "resumed before the check: the simulated volume recovered too fast"
@@ -134,7 +136,7 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
     )
 
     # Resumed only after the balance stayed healthy for GUARD_RESUME_AFTER_S.
-    assert wait_until(lambda: not host.file(FLAG).exists, 240), "bulk work never resumed"
+    wait_until(lambda: not host.file(FLAG).exists, 240, message="bulk work never resumed")
     assert wait_until(lambda: queue_waiting(host)["bulk"] <= before["bulk"], 60)
 
     timeline = [
@@ -238,7 +240,7 @@ def test_cloudwatch_burst_balance_pauses_and_resumes_bulk_work(host, cloudwatch)
         # A drained volume by AWS's own count, while this host's model still shows it full.
         put_burst_balance(host, 12, minutes_ago=3)
         assert ask_cloudwatch(host)["percent"] == 12
-        assert wait_until(lambda: host.file(FLAG).exists, 30), "CloudWatch's 12% did not pause"
+        wait_until(lambda: host.file(FLAG).exists, 30, message="CloudWatch's 12% did not pause")
         state = guard_state(host)
         assert state["paused"] is True
         assert state["cloudwatch_burst_balance_percent"] == 12
@@ -251,7 +253,7 @@ def test_cloudwatch_burst_balance_pauses_and_resumes_bulk_work(host, cloudwatch)
         # The volume refilled: a newer datapoint, and bulk work resumes after the wait.
         put_burst_balance(host, 97, minutes_ago=0)
         assert ask_cloudwatch(host)["percent"] == 97
-        assert wait_until(lambda: not host.file(FLAG).exists, 60), "bulk work never resumed"
+        wait_until(lambda: not host.file(FLAG).exists, 60, message="bulk work never resumed")
     timeline = [
         (when - started, message)
         for when, _, message in journal(host, GUARD, started)

@@ -57,7 +57,7 @@ def slow_network(host, fake_bluesky):
     if not broker_is_redis(host):
         pytest.skip("proved once, in the default (Redis) scenario")
     # The bulk pool must be idle, or the batch this test waits for queues behind others.
-    assert wait_until(lambda: clear_bulk_work(host) == 0, 60), "the bulk queue stays busy"
+    wait_until(lambda: clear_bulk_work(host) == 0, 60, message="the bulk queue stays busy")
     yield
     fake_call(host, "POST", "/_fake/config", {"latency_ms": 0})
 
