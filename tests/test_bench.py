@@ -522,6 +522,9 @@ def test_runs_and_fault_suites_replace_the_latest_tables_of_the_real_docs(tmp_pa
     calibration = run_meta("bench/results/2026-11-25-cal-calibration", calibration=True)
     sections = run.docs_sections(calibration, figures, rows, ratio, ceiling)
     assert list(sections) == [run.CALIBRATION]
+    # A run of one host is listed; it does not replace the comparison of the two.
+    one_host = run_meta("bench/results/2026-11-25-tuned-only", commit="tunedonly")
+    assert run.docs_sections(one_host, {"tuned": tuned}, rows, ratio, ceiling) == {}
     table = "### Faults 2026-11-25 11:00 commit abc1234\n\n" + faults.table([fault_row()])
     for only in ("", "worker-child-kill"):
         parts = faults.docs_parts(table, "2026-11-25 11:00", "abc1234", [fault_row()], "r", only)
