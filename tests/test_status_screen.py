@@ -233,6 +233,27 @@ def test_the_app_section_runs_the_status_command_once_with_the_slas(monkeypatch,
     assert problems == ["nginx.service is failed/failed", *APP_PROBLEMS]
 
 
+def test_an_older_release_s_status_command_is_shown_as_it_draws_it(monkeypatch, tmp_path):
+    """After a rollback to a release whose command takes no --sla: its own screen, once
+    more without options, and the SLAs said to be unchecked."""
+    manage = tmp_path / "shoestring-manage"
+    manage.touch()
+    calls = []
+
+    def run(*command, timeout=30):
+        calls.append(command)
+        if "--sla" in command:
+            return 2, "", "manage.py status: error: unrecognized arguments: --sla bulk=3600\n"
+        return 0, "queue  waiting\nbulk   3\n", ""
+
+    monkeypatch.setattr(status, "run", run)
+    problems = []
+    config = {"manage": str(manage), "queue_sla_s": {"bulk": 3600}}
+    assert status.app_section(config, problems) == ["APP", "  queue  waiting", "  bulk   3"]
+    assert calls[1] == (str(manage), "status")
+    assert problems == [status.OLDER_RELEASE]
+
+
 def test_no_app_on_this_host_no_app_section(tmp_path):
     problems = []
     config = {"manage": str(tmp_path / "absent"), "queue_sla_s": {}}

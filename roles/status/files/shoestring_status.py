@@ -214,12 +214,23 @@ def app_result(code, out, err):
     return status["text"].splitlines(), status["problems"]
 
 
+OLDER_RELEASE = "the running release's status command checks no queue SLA (rolled back?)"
+
+
 def app_section(config, problems):
     manage = config["manage"]
     if not os.path.exists(manage):
         return []
     command = [manage, "status", "--json", *sla_arguments(config["queue_sla_s"])]
-    lines, found = app_result(*run(*command, timeout=60))
+    code, out, err = run(*command, timeout=60)
+    if code != 0 and "unrecognized arguments" in err:
+        # A release from before the command took --sla (a rollback): its own screen, as it
+        # draws it, and the SLAs said to be unchecked.
+        code, out, err = run(manage, "status", timeout=60)
+        if code == 0:
+            problems.append(OLDER_RELEASE)
+            return ["APP", *(f"  {line}" for line in out.strip().splitlines())]
+    lines, found = app_result(code, out, err)
     problems += found
     return lines
 
