@@ -9,13 +9,22 @@ from conftest import Worker, wait_until, worker_sessions
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+# A periodic task beat sends every second, run by the pool on the database.
+RAN_ON_THE_DATABASE = b"blocking.release_due_pages["
+
+
+def ran_a_periodic_task(worker):
+    log = worker.log_path.read_bytes()
+    return any(RAN_ON_THE_DATABASE in line and b"succeeded" in line for line in log.splitlines())
+
 
 def test_a_stopped_test_worker_leaves_no_process_and_no_database_session(worker_env, tmp_path):
     worker = Worker(worker_env, tmp_path / "worker.log")
     try:
         worker.start()
-        # Beat sends the periodic tasks every second and the pool runs them on the database.
-        wait_until(lambda: worker_sessions(worker_env), 30, message="the worker's sessions")
+        # Its sessions last a task each (a few ms), too short to poll for: its log says it
+        # has been on the database.
+        wait_until(lambda: ran_a_periodic_task(worker), 120, message="a periodic task to run")
         groups = [worker.process.pid, worker.beat.pid]
         assert worker.children()
     finally:

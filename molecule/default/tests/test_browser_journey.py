@@ -204,15 +204,14 @@ class Journey:
         return box
 
     def press(self, text, navigates=True):
-        """Press a button by its text; wait for the page it leads to."""
-        from selenium.webdriver.support import expected_conditions
-
+        """Press a button by its text; wait for the page it leads to (is_stale: Selenium's
+        staleness_of fails on Chromium's other answer for a page going away)."""
         page = self.find("html")
         self.driver.find_element(
             self.By.XPATH, f"//main//button[normalize-space()={json.dumps(text)}]"
         ).click()
         if navigates:
-            self.Wait(self.driver, 30).until(expected_conditions.staleness_of(page))
+            self.Wait(self.driver, 30).until(lambda _: is_stale(page))
 
     def text(self):
         return self.find("body").text
