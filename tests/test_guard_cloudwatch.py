@@ -5,26 +5,18 @@ loopback) and writes the newest datapoint to a file, and the guard's side
 once when CloudWatch could not be asked. The whole chain pausing and resuming bulk work runs on
 the converged sqs host (molecule/default/tests/test_guard.py)."""
 
-import importlib.util
 import json
 import socket
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 
-FILES = Path(__file__).resolve().parents[1] / "roles" / "guard" / "files"
+from tests.role_files import load
+
 VOLUME = "vol-0123456789abcdef0"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, FILES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def test_the_newest_datapoint_of_the_volume_is_written_for_the_guard(settings, e
     put(endpoint, VOLUME, 41.5, minutes_ago=1)
     put(endpoint, "vol-0fffffffffffffff0", 99.0, minutes_ago=0)  # another volume: not ours
     put(endpoint, VOLUME, 77.0, minutes_ago=40)  # older than the 20 minutes asked for
-    assert load("shoestring_cloudwatch").main() == 0
+    assert load("guard", "shoestring_cloudwatch").main() == 0
     reading = written(settings)
     assert reading["volume_id"] == VOLUME
     assert reading["percent"] == 41.5
@@ -88,14 +80,14 @@ def test_the_newest_datapoint_of_the_volume_is_written_for_the_guard(settings, e
 
 def test_no_datapoint_yet_is_no_error(settings, monkeypatch, capsys):
     monkeypatch.setenv("CLOUDWATCH_VOLUME_ID", "vol-0aaaaaaaaaaaaaaa0")
-    assert load("shoestring_cloudwatch").main() == 0
+    assert load("guard", "shoestring_cloudwatch").main() == 0
     reading = written(settings)
     assert (reading["percent"], reading["datapoint_at"], reading["error"]) == (None, None, None)
     assert "no BurstBalance datapoint" in capsys.readouterr().out
 
 
 def test_a_profile_that_may_not_ask_fails_the_unit_and_says_why(settings, monkeypatch):
-    cloudwatch = load("shoestring_cloudwatch")
+    cloudwatch = load("guard", "shoestring_cloudwatch")
     client = boto3.client("cloudwatch", region_name="us-east-1")
     monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
     with Stubber(client) as stub:
@@ -117,7 +109,7 @@ def test_an_endpoint_that_does_not_answer_fails_the_unit(settings, monkeypatch):
         closed = probe.getsockname()[1]
     monkeypatch.setenv("CLOUDWATCH_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    assert load("shoestring_cloudwatch").main() == 1
+    assert load("guard", "shoestring_cloudwatch").main() == 1
     assert written(settings)["error"].startswith("CloudWatch unreachable")
 
 
@@ -136,7 +128,7 @@ def reading_file(path, percent, datapoint_at, error=None):
 
 
 def test_the_guard_resets_its_model_once_per_new_datapoint(tmp_path):
-    guard = load("shoestring_guard")
+    guard = load("guard", "shoestring_guard")
     path = tmp_path / "burst-balance.json"
     cloudwatch = guard.CloudWatchBalance(str(path))
     assert cloudwatch.poll() is None, "no file yet: the timer has not run"
@@ -155,7 +147,7 @@ def test_the_guard_resets_its_model_once_per_new_datapoint(tmp_path):
 
 
 def test_the_guard_says_once_when_cloudwatch_cannot_be_asked(tmp_path, capsys):
-    guard = load("shoestring_guard")
+    guard = load("guard", "shoestring_guard")
     path = tmp_path / "burst-balance.json"
     cloudwatch = guard.CloudWatchBalance(str(path))
     reading_file(path, None, None, error="CloudWatch refused GetMetricStatistics (AccessDenied)")
@@ -169,6 +161,6 @@ def test_the_guard_says_once_when_cloudwatch_cannot_be_asked(tmp_path, capsys):
 
 
 def test_without_a_volume_id_the_guard_reads_nothing():
-    cloudwatch = load("shoestring_guard").CloudWatchBalance("")
+    cloudwatch = load("guard", "shoestring_guard").CloudWatchBalance("")
     assert cloudwatch.poll() is None
     assert cloudwatch.describe() == "CloudWatch not asked (no volume id)"

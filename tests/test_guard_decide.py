@@ -4,16 +4,13 @@ for a while, and the Volume model of the EBS burst bucket. main() around them on
 touches or removes the flag, logs and publishes; the whole guard runs on the converged host
 (molecule/default/tests/test_guard.py), which greps its journal for the lines checked here."""
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
-FILES = Path(__file__).resolve().parents[1] / "roles" / "guard" / "files"
-_spec = importlib.util.spec_from_file_location("shoestring_guard", FILES / "shoestring_guard.py")
-guard = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(guard)
+from tests.role_files import load
+
+guard = load("guard", "shoestring_guard")
 
 THRESHOLDS = guard.Thresholds(
     pause_below=30.0,

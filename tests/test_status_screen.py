@@ -4,16 +4,13 @@ command. The sections around them only read systemd, /proc, the disk, the guard'
 the backups and the certificate; the whole screen runs on the converged host
 (molecule/default/tests/test_status.py), which reads the problem lines checked here."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-FILES = Path(__file__).resolve().parents[1] / "roles" / "status" / "files"
-_spec = importlib.util.spec_from_file_location("shoestring_status", FILES / "shoestring_status.py")
-status = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(status)
+from tests.role_files import load
+
+status = load("status", "shoestring_status")
 
 
 @pytest.mark.parametrize(
