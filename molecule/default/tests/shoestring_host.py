@@ -131,6 +131,56 @@ def manage_shell(host, code):
     return host.check_output("shoestring-manage shell --no-imports -c %s", code).splitlines()[-1]
 
 
+class ArmedShell:
+    """Python for the web app's Django shell, started now and run on fire(arg): Django's
+    start-up takes seconds on a loaded host, too long for code that must run at a given
+    moment (while a worker drains). The code sees fire's argument as `arg`; the lines it
+    prints are fire's answer. A context manager: leaving it ends the shell."""
+
+    def __init__(self, host, name, code, timeout=120):
+        self.host = host
+        folder = f"/var/lib/shoestring-tests/armed-{name}"
+        self.go, self.out = f"{folder}/go", f"{folder}/out"
+        script = (
+            "import os, sys, time\n"
+            "print('armed', flush=True)\n"
+            f"while not os.path.exists({self.go!r}): time.sleep(0.02)\n"
+            f"arg = open({self.go!r}).read()\n"
+            f"{code}\n"
+        )
+        host.check_output("rm -rf %s && mkdir -p -m 0755 %s", folder, folder)
+        self.pid = host.check_output(
+            "setsid nohup shoestring-manage shell --no-imports -c %s >%s 2>&1 </dev/null & echo $!",
+            script,
+            self.out,
+        )
+        wait_until(
+            lambda: self.output()[:1] == ["armed"],
+            timeout,
+            message=f"the Django shell {name} to start (its output: {self.out})",
+        )
+
+    def output(self):
+        return self.host.run("cat %s", self.out).stdout.splitlines()
+
+    def fire(self, arg, lines, timeout=60):
+        """Run the code with `arg`; returns the first `lines` lines it prints."""
+        self.host.check_output(
+            "echo -n %s > %s.new && mv %s.new %s", arg, self.go, self.go, self.go
+        )
+        return wait_until(
+            lambda: self.output()[1 : lines + 1] if len(self.output()) > lines else None,
+            timeout,
+            message=f"the armed shell to print {lines} lines (its output: {self.out})",
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.host.run("kill -- -%s", self.pid)
+
+
 def start_campaign(host, count, **fake_config):
     """A fresh person with a linked fake account blocks the followers of crowd-<count>."""
     account = fake_call(

@@ -175,11 +175,12 @@ class Journey:
     """The browser plus the checks every page gets: screenshots, axe-core, the CSP, phone size."""
 
     def __init__(self, driver, base_url, folder):
+        from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.base_url, self.folder = driver, base_url, folder
-        self.By, self.Wait = By, WebDriverWait
+        self.By, self.Wait, self.Timeout = By, WebDriverWait, TimeoutException
         self.steps = []
         self.axe_source = AXE.read_text()
 
@@ -217,9 +218,17 @@ class Journey:
         return self.find("body").text
 
     def wait_for(self, predicate, timeout, message):
-        return self.Wait(self.driver, timeout, poll_frequency=0.5).until(
-            lambda _: predicate(), message=message
-        )
+        """Wait for predicate(); a timeout names the page the browser was on and its text."""
+        try:
+            return self.Wait(self.driver, timeout, poll_frequency=0.5).until(
+                lambda _: predicate(), message=message
+            )
+        except self.Timeout:
+            text = " | ".join(self.text().split("\n"))[:1500]
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message};"
+                f" the page: {self.driver.current_url}: {text}"
+            ) from None
 
     def shot(self, name):
         """Screenshot, then the checks every page must pass."""

@@ -8,6 +8,7 @@ known, long duration; the signal comes while it is in flight.
 
 import pytest
 from shoestring_host import (
+    ArmedShell,
     blocked_once,
     broker_is_redis,
     fake_call,
@@ -24,7 +25,7 @@ from shoestring_host import (
 )
 
 BULK = "shoestring-worker-bulk.service"
-LATENCY_MS = 15000  # the stale page is sent (a Django shell, seconds) and seen within it
+LATENCY_MS = 15000  # the old worker drains for this long: the stale page is sent meanwhile
 FOLLOWERS = 50  # one batch
 
 
@@ -62,39 +63,49 @@ def slow_network(host, fake_bluesky):
     fake_call(host, "POST", "/_fake/config", {"latency_ms": 0})
 
 
+# Sends a page of work for the bulk pool (a stale one: it does nothing when it runs).
+STALE_PAGE = """
+from blocking import tasks
+print(tasks.fetch_follower_page.delay(int(arg), 'stale-cursor').id)
+print(time.time())
+"""
+
+
 @pytest.mark.parametrize("trigger", TRIGGERS)
 def test_a_task_in_flight_finishes_when_the_pool_restarts(host, slow_network, trigger):
-    since = host_time(host)
-    old_worker = invocation(host, BULK)
-    campaign_id = start_campaign(
-        host,
-        FOLLOWERS,
-        latency_ms=LATENCY_MS,
-        write_points_per_hour=1_000_000,
-        write_points_per_day=1_000_000,
-    )
-    try:
-        received_at, _, received = wait_for_log(
-            host, BULK, since, r"Task blocking\.act_on_batch\[(?P<id>[0-9a-f-]+)\] received", 120
-        )
-    except AssertionError as error:
-        campaign = manage_shell(
+    # Armed before anything starts: the page is sent the moment the signal has gone.
+    with ArmedShell(host, "stale-page", STALE_PAGE) as sender:
+        since = host_time(host)
+        old_worker = invocation(host, BULK)
+        campaign_id = start_campaign(
             host,
-            "from blocking.models import Campaign;"
-            f" c = Campaign.objects.get(pk={campaign_id}); print(c.status, repr(c.error))",
+            FOLLOWERS,
+            latency_ms=LATENCY_MS,
+            write_points_per_hour=1_000_000,
+            write_points_per_day=1_000_000,
         )
-        raise AssertionError(f"{error}; the campaign: {campaign}") from None
-    task_id = received["id"]
+        try:
+            received_at, _, received = wait_for_log(
+                host,
+                BULK,
+                since,
+                r"Task blocking\.act_on_batch\[(?P<id>[0-9a-f-]+)\] received",
+                120,
+            )
+        except AssertionError as error:
+            campaign = manage_shell(
+                host,
+                "from blocking.models import Campaign;"
+                f" c = Campaign.objects.get(pk={campaign_id}); print(c.status, repr(c.error))",
+            )
+            raise AssertionError(f"{error}; the campaign: {campaign}") from None
+        task_id = received["id"]
 
-    signalled_at = host_time(host)
-    TRIGGERS[trigger](host)
-
-    # Work that arrives while the old worker drains must wait in the broker.
-    stale_page = manage_shell(
-        host,
-        "from blocking import tasks;"
-        f" print(tasks.fetch_follower_page.delay({campaign_id}, 'stale-cursor').id)",
-    )
+        signalled_at = host_time(host)
+        TRIGGERS[trigger](host)
+        # Work that arrives while the old worker drains must wait in the broker.
+        stale_page, sent_at = sender.fire(campaign_id, lines=2)
+        sent_at = float(sent_at)
     try:
         waited_in_broker = wait_until(
             lambda: (
@@ -116,12 +127,19 @@ def test_a_task_in_flight_finishes_when_the_pool_restarts(host, slow_network, tr
     )
     assert ended["outcome"] == "succeeded", f"the task in flight did not finish: {ended[0]}"
     assert ended_in == old_worker, "the task was run again by a new worker, not finished"
-    assert received_at < signalled_at < ended_at
+    assert received_at < signalled_at < sent_at < ended_at, "the page was sent after the drain"
 
     assert wait_until(lambda: invocation(host, BULK) not in ("", old_worker), 60)
-    assert waited_in_broker, (
-        "the message queued during the warm shutdown was not left in the broker"
-    )
+    if not waited_in_broker:
+        lines = [
+            f"{when - signalled_at:+.1f}s {'old' if run == old_worker else 'new'}: {message}"
+            for when, run, message in journal(host, BULK, signalled_at - 1)
+        ]
+        raise AssertionError(
+            f"the page sent at +{sent_at - signalled_at:.1f}s during the warm shutdown was not"
+            " left in the broker; the bulk pool's journal from the signal:\n"
+            + "\n".join(lines[:60])
+        )
     consumed_at, consumed_in, _ = wait_for_log(
         host, BULK, since, rf"Task blocking\.fetch_follower_page\[{stale_page}\] received", 60
     )
