@@ -123,7 +123,11 @@ def test_a_task_in_flight_finishes_when_the_pool_restarts(host, slow_network, tr
     # The page is run once, by the new worker, after the old one is gone. The draining
     # worker may still take it (Redis answers the poll it had open when the signal came:
     # kombu's BRPOP), but then it never starts it and gives it back as it exits.
-    new_worker = wait_until(lambda: invocation(host, BULK) not in ("", old_worker), 60)
+    def replaced():
+        run = invocation(host, BULK)
+        return run if run not in ("", old_worker) else None
+
+    new_worker = wait_until(replaced, 60, message="a new bulk worker")
     done_at, done_in, _ = wait_for_log(
         host, BULK, since, rf"Task blocking\.fetch_follower_page\[{stale_page}\] succeeded", 60
     )
