@@ -86,6 +86,11 @@ BAD_SETTINGS = [
         id="fake-network-on-a-production-host",
     ),
     pytest.param(
+        {"nginx_acme_server": "http://acme.example.org/directory"},
+        ["nginx_acme_server an https:// ACME directory URL", "http://acme.example.org"],
+        id="acme-server-without-tls",
+    ),
+    pytest.param(
         {"nginx_extra_names": ["https://shoestring.example.org:443"]},
         ["nginx_extra_names a list of lower-case host names"],
         id="extra-name-with-a-scheme",
@@ -223,9 +228,20 @@ def test_bad_setting_fails_in_preflight_before_any_change(inventory, extra_vars,
     assert "changed=0" in output
 
 
+TEST_CA_HOST = {
+    "fakesky_enabled": True,
+    "nginx_domain": "shoestring.example.org",
+    "nginx_acme_email": "ops@example.org",
+    "nginx_acme_server": "https://localhost:14000/dir",
+}
+
+
 @pytest.mark.slow
-def test_default_settings_pass_the_preflight(inventory):
-    result = run_playbook(inventory, "playbooks/preflight.yml", {})
+@pytest.mark.parametrize(
+    "extra_vars", [{}, TEST_CA_HOST], ids=["defaults", "fake-network-with-a-test-ca"]
+)
+def test_good_settings_pass_the_preflight(inventory, extra_vars):
+    result = run_playbook(inventory, "playbooks/preflight.yml", extra_vars)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "memory budget on preflight-target" in output
