@@ -11,6 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from core.signin import fresh_sign_in
+
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
 from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm
@@ -22,7 +24,7 @@ def signup(request):
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         buckets.bucket_for(user)
         return redirect("link")
     return render(request, "blocking/signup.html", {"form": form})
@@ -60,8 +62,21 @@ def link(request):
     return render(request, "blocking/link.html", {"form": form, "account": account, "held": held})
 
 
+def _unlink_lifts(request):
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    held = ActionRecord.objects.filter(owner=request.user).count()
+    running = Campaign.objects.filter(user=request.user, status=Campaign.Status.RUNNING).count()
+    handle = f"@{account.handle}" if account else "your account"
+    stop = f"stops your {running:,} running campaigns and " if running else ""
+    if held and request.POST.get("lift") == "yes":
+        return f"This {stop}lifts all {held:,} blocks and mutes made here, then unlinks {handle}."
+    stay = f"; the {held:,} blocks and mutes made here stay in place" if held else ""
+    return f"This {stop}unlinks {handle}{stay}."
+
+
 @login_required
 @require_POST
+@fresh_sign_in(_unlink_lifts)
 def unlink(request):
     """Running campaigns stop (unspent tokens come back). With lift=yes the blocks and
     mutes held here are lifted first and the account is unlinked after; otherwise it is
@@ -164,8 +179,18 @@ def campaign(request, pk):
     )
 
 
+def _cancel_lifts(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    return (
+        f"This cancels the campaign against @{campaign.target_handle}: nobody else is blocked"
+        f" by it; the {campaign.acted:,} accounts blocked so far stay blocked until their time"
+        " is up."
+    )
+
+
 @login_required
 @require_POST
+@fresh_sign_in(_cancel_lifts)
 def campaign_cancel(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
     if end_campaigns(Campaign.objects.filter(pk=campaign.pk), Campaign.Status.CANCELLED):
@@ -269,8 +294,14 @@ def undo_one(request, pk):
     return redirect("blocks")
 
 
+def _undo_all_lifts(request):
+    count = ActionRecord.objects.filter(owner=request.user).count()
+    return f"This lifts all {count:,} blocks and mutes made here, a batch at a time."
+
+
 @login_required
 @require_POST
+@fresh_sign_in(_undo_all_lifts)
 def undo_all(request):
     # Lifting is data: the expiry task lifts them in bounded batches, spread over time
     # rather than in one burst, as the person's write budget allows.

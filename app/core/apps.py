@@ -6,4 +6,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Shoestring"
 
     def ready(self):
-        from core import signals, task_metrics  # noqa: F401 - connect the task signals
+        from core import signals, signin, task_metrics  # noqa: F401 - connect the signals

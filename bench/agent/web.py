@@ -30,6 +30,7 @@ class Browser:
         self.host, self.port, self.timeout = host, port, timeout
         self.origin = f"https://{host}" + ("" if port == 443 else f":{port}")
         self.cookies = {}
+        self.password = None
         self._tls = _tls()
         self._connection = None
 
@@ -101,6 +102,7 @@ class Browser:
         self.submit(
             "/signup/", {"username": username, "password1": password, "password2": password}
         )
+        self.password = password
 
     def link(self, handle, app_password):
         self.submit("/link/", {"handle": handle, "app_password": app_password})
@@ -118,6 +120,11 @@ class Browser:
 
     def undo_all(self):
         token = self._form_token("/blocks/")
-        status, _, _, _ = self.request("POST", "/blocks/undo-all/", {"csrfmiddlewaretoken": token})
+        form = {"csrfmiddlewaretoken": token}
+        status, _, text, _ = self.request("POST", "/blocks/undo-all/", form)
+        if status == 200 and 'name="confirm_password"' in text and self.password:
+            # Signed in more than a few minutes ago: the app asks for the password again.
+            form["confirm_password"] = self.password
+            status, _, _, _ = self.request("POST", "/blocks/undo-all/", form)
         if status not in (302, 303):
             raise WebError(f"POST /blocks/undo-all/: HTTP {status}")

@@ -1,5 +1,6 @@
 """Settings shared by every environment; production.py and test.py build on these."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from .env import env, env_flag, env_int, env_list, is_loopback_url
@@ -23,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "core",
     "blocking",
 ]
@@ -35,6 +37,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into core.signin.locked_out.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -80,6 +84,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# -- The front door (core.signin) ---------------------------------------------
+# django-axes counts failed sign-ins per account and per client address (either one
+# locks), in Postgres; a locked sign-in is refused, the right password too, for the
+# cool-off after the last try. nginx's limit_req on the same POSTs is the outer wall.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SHOESTRING_SIGNIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("SHOESTRING_SIGNIN_COOLOFF_MIN", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "core.signin.client_ip"
+AXES_LOCKOUT_CALLABLE = "core.signin.locked_out"
+AXES_RESET_ON_SUCCESS = True
+# Successful sign-ins are not written down: every row is a disk write on the IOPS budget.
+AXES_DISABLE_ACCESS_LOG = True
+# Each failure is logged with its client address; the username stays masked (people type
+# passwords into it), `shoestring-manage axes_list_attempts` shows it.
+AXES_SENSITIVE_PARAMETERS = ["username"]
+# "Unblock everybody", unlinking and cancelling a campaign ask for the password again
+# when the last sign-in is older than this.
+FRESH_SIGN_IN_S = env_int("SHOESTRING_FRESH_SIGN_IN_S", 300)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

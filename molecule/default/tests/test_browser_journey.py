@@ -300,6 +300,17 @@ def demo_credentials(journey):
     return handle, password
 
 
+def age_sign_in(host, journey):
+    """Make the browser's sign-in an hour old, as if the person had walked away."""
+    key = journey.driver.get_cookie("sessionid")["value"]
+    manage_shell(
+        host,
+        "from importlib import import_module; from django.conf import settings;"
+        f" s = import_module(settings.SESSION_ENGINE).SessionStore(session_key={key!r});"
+        " s['shoestring_signed_in_at'] -= 3600; s.save(); print('aged')",
+    )
+
+
 def sign_up(journey, username, password):
     journey.open("/signup/")
     journey.fill("Username", username)
@@ -425,9 +436,16 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     )
     assert fake_state(host, handle)["block_count"] == FOLLOWERS
 
-    # Undo everything: a confirmation first.
+    # Undo everything: a confirmation first, then - the sign-in being older than
+    # app_fresh_sign_in_s - the password again, on a page that says what will be lifted.
+    age_sign_in(host, journey)
     journey.press("Unblock everybody", navigates=False)
     journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Confirm it is you" in journey.text(), 20, "the password asked again")
+    assert "This lifts all 3,000 blocks and mutes made here" in journey.text()
+    journey.shot("confirm-it-is-you")
+    journey.fill("Password", password)
+    journey.press("Confirm")
     journey.wait_for(lambda: "Undoing 3,000 blocks and mutes" in journey.text(), 20, "undo all")
     journey.shot("undo-all")
 

@@ -1,0 +1,98 @@
+"""The front door: failed sign-ins are counted and cooled off (django-axes, its state in
+Postgres), and the actions that lift a person's protection ask for a fresh sign-in first.
+
+A guessed password must not be enough to undo every block that protects a harassment
+target: "Unblock everybody", unlinking (which stops every campaign) and cancelling a
+campaign run only within SHOESTRING_FRESH_SIGN_IN_S of the last sign-in; after that the
+page says what will be lifted and asks for the password again, through the same throttle.
+"""
+
+import functools
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
+from django.shortcuts import render
+from django.utils import timezone
+
+SIGNED_IN_AT = "shoestring_signed_in_at"
+
+
+def client_ip(request):
+    """The browser's address: nginx sets X-Real-IP to the address it was connected from
+    (replacing any a client sent); gunicorn listens on a socket only nginx can reach.
+    Without nginx (tests, the dev server) it is the socket's peer."""
+    return request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR")
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """What a locked-out sign-in is told: why, and until when (429)."""
+    until = timezone.now() + settings.AXES_COOLOFF_TIME
+    return render(
+        request,
+        "registration/locked_out.html",
+        {
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "until": until,
+            "minutes": round(settings.AXES_COOLOFF_TIME / timedelta(minutes=1)),
+        },
+        status=429,
+    )
+
+
+@receiver(user_logged_in)
+def note_sign_in(sender, request, user, **kwargs):
+    if request is not None and hasattr(request, "session"):
+        request.session[SIGNED_IN_AT] = time.time()
+
+
+def is_fresh(request):
+    signed_in_at = request.session.get(SIGNED_IN_AT)
+    return signed_in_at is not None and time.time() - signed_in_at < settings.FRESH_SIGN_IN_S
+
+
+def fresh_sign_in(describe):
+    """Decorate a POST view that lifts protection. describe(request, *args, **kwargs) says
+    what it will lift; it is shown with the password box when the sign-in is not fresh."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if is_fresh(request):
+                return view(request, *args, **kwargs)
+            error = ""
+            password = request.POST.get("confirm_password", "")
+            if password:
+                user = authenticate(
+                    request, username=request.user.get_username(), password=password
+                )
+                if getattr(request, "axes_locked_out", False):
+                    return locked_out(request)
+                if user is not None and user.pk == request.user.pk:
+                    request.session[SIGNED_IN_AT] = time.time()
+                    return view(request, *args, **kwargs)
+                error = "That password is not right. Nothing was changed."
+            kept = [
+                (name, value)
+                for name, values in request.POST.lists()
+                if name not in ("csrfmiddlewaretoken", "confirm_password")
+                for value in values
+            ]
+            return render(
+                request,
+                "core/confirm.html",
+                {
+                    "what": describe(request, *args, **kwargs),
+                    "kept": kept,
+                    "error": error,
+                    "minutes": round(settings.FRESH_SIGN_IN_S / 60),
+                },
+                status=403 if error else 200,
+            )
+
+        return wrapper
+
+    return decorate
