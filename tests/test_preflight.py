@@ -91,6 +91,16 @@ BAD_SETTINGS = [
         id="acme-server-without-tls",
     ),
     pytest.param(
+        {"app_signin_failure_limit": 0},
+        ["app_signin_failure_limit and", "app_signin_cooloff_min >= 1"],
+        id="sign-in-never-refused",
+    ),
+    pytest.param(
+        {"nginx_signin_per_minute": 0},
+        ["nginx_signin_per_minute >= 1", "got 0"],
+        id="password-forms-never-let-through",
+    ),
+    pytest.param(
         {"nginx_extra_names": ["https://shoestring.example.org:443"]},
         ["nginx_extra_names a list of lower-case host names"],
         id="extra-name-with-a-scheme",

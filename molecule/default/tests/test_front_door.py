@@ -1,0 +1,124 @@
+"""The front door as a password guesser meets it, through nginx: the app refuses an
+account after app_signin_failure_limit wrong passwords (the right one too), and nginx
+refuses a client address that sends the password forms faster than nginx_signin_*.
+
+The guesser is curl on the host, sending to the host's own network address (nginx does
+not limit loopback, the operator's tunnel): an address of its own, so the browser
+journey's is never locked.
+"""
+
+import re
+import time
+
+import pytest
+from shoestring_host import manage_shell
+
+GUESSES = 25
+APP_LOCKED = "Sign-in paused"
+NGINX_LIMITED = "Too many password forms"
+
+
+class Client:
+    """curl from the host to nginx, connecting to `address` for the name localhost."""
+
+    def __init__(self, host, address, name):
+        self.host, self.address = host, address
+        self.jar = f"/var/lib/shoestring-tests/{name}.cookies"
+        host.check_output("mkdir -p /var/lib/shoestring-tests && rm -f %s", self.jar)
+
+    def request(self, path, form=None):
+        """(HTTP status, body) of a GET, or of a POST of the form with the page's token."""
+        args = ["--resolve", f"localhost:443:{self.address}", "-b", self.jar, "-c", self.jar]
+        if form is not None:
+            _, page = self.request(path)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+            form = dict(form, csrfmiddlewaretoken=token[1] if token else "")
+            args += ["-H", "Origin: https://localhost", "-H", f"Referer: https://localhost{path}"]
+            for name, value in form.items():
+                args += ["--data-urlencode", f"{name}={value}"]
+        out = self.host.run(
+            "curl -sk -w '\\n%%{http_code}' " + " ".join(["%s"] * len(args)) + " %s",
+            *args,
+            f"https://localhost{path}",
+        ).stdout
+        body, _, status = out.rpartition("\n")
+        return int(status), body
+
+
+def answered_by(status, body):
+    if status == 429 and APP_LOCKED in body:
+        return "app"
+    if status == 429 and NGINX_LIMITED in body:
+        return "nginx"
+    return str(status)
+
+
+@pytest.fixture
+def accounts(host):
+    stamp = int(time.time())
+    names = {"target": f"door{stamp}", "bystander": f"door{stamp}b"}
+    code = "from django.contrib.auth import get_user_model; U = get_user_model();" + "".join(
+        f" U.objects.create_user({name!r}, password='right-{name}');" for name in names.values()
+    )
+    manage_shell(host, code + " print('ok')")
+    address = host.check_output("hostname -I").split()[0]
+    yield names, address
+    host.run("shoestring-manage axes_reset_ip %s", address)
+    for name in names.values():
+        host.run("shoestring-manage axes_reset_username %s", name)
+    manage_shell(
+        host,
+        "from django.contrib.auth import get_user_model;"
+        f" get_user_model().objects.filter(username__in={list(names.values())!r}).delete();"
+        " print('ok')",
+    )
+
+
+def test_guessing_is_refused_by_the_app_then_by_nginx(host, accounts):
+    names, address = accounts
+    guesser = Client(host, address, "guesser")
+    started = time.monotonic()
+    answers = [
+        answered_by(
+            *guesser.request(
+                "/accounts/login/", {"username": names["target"], "password": f"guess-{n}"}
+            )
+        )
+        for n in range(1, GUESSES + 1)
+    ]
+    elapsed = time.monotonic() - started
+    limit = 5  # app_signin_failure_limit's default
+    assert answers[: limit - 1] == ["200"] * (limit - 1), answers  # the form, with its error
+    assert answers[limit - 1] == "app", answers
+    passed_nginx = [answer for answer in answers if answer != "nginx"]
+    assert set(passed_nginx[limit:]) <= {"app"}, answers  # locked from then on
+    # nginx_signin_burst (10) at once above the rate, then one every 6 s (10 a minute).
+    assert 11 <= len(passed_nginx) <= 11 + int(elapsed / 6) + 1, (elapsed, answers)
+    assert answers[-1] == "nginx", answers
+
+    # The right password is refused too, from anywhere: the account is locked.
+    from_loopback = Client(host, "127.0.0.1", "owner")
+    right = {"username": names["target"], "password": f"right-{names['target']}"}
+    assert answered_by(*from_loopback.request("/accounts/login/", right)) == "app"
+
+    # Another person is not affected.
+    other = {"username": names["bystander"], "password": f"right-{names['bystander']}"}
+    assert answered_by(*from_loopback.request("/accounts/login/", other)) == "302"
+
+    # Then nginx lets the address send one form every 6 s (the app still refuses it).
+    passes = []
+    deadline = time.monotonic() + 30
+    while len(passes) < 2 and time.monotonic() < deadline:
+        if answered_by(*guesser.request("/accounts/login/", right)) == "app":
+            passes.append(time.monotonic())
+        time.sleep(0.5)
+    assert len(passes) == 2, f"nginx let {len(passes)} forms through in 30 s"
+    interval = passes[1] - passes[0]
+    assert 4 <= interval <= 10, interval
+    first_nginx = answers.index("nginx") + 1
+    print(
+        f"\nthrough nginx, {GUESSES} wrong passwords in {elapsed:.1f} s: the app refused the"
+        f" account from guess {limit} on (the right password too, for the 15-minute cool-off);"
+        f" nginx refused the address from POST {first_nginx} on ({len(passed_nginx)} passed it),"
+        f" then let one through every {interval:.1f} s"
+    )
