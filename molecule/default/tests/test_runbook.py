@@ -59,6 +59,10 @@ EXPECT = {
     "curl -sk -D - -o /dev/null https://localhost/healthz": r"^x-shoestring-release: \d{8}T",
     "readlink /opt/shoestring/current": r"releases/\d{8}T\d{6}Z-[0-9a-f]+$",
     "systemctl list-dependencies shoestring.target": r"shoestring-worker-bulk\.service",
+    "certbot certificates": r"Certificate Name: ",
+    "grep ^server /etc/letsencrypt/renewal/*.conf": r"^server = https://",
+    "certbot renew --dry-run": r"simulated renewal",
+    "shoestring-manage axes_list_attempts": r"",
 }
 # Destructive ones run against a throwaway target: the runbook's text -> what runs here.
 THROWAWAY = {
@@ -71,7 +75,11 @@ NOT_RUN = {
     "shoestring-manage changepassword alice": "interactive",
     "ansible-playbook": "runs on the controller; test_release runs site.yml and the rollback",
     "<UTC time>": "a placeholder the operator fills in; test_backup restores for real",
+    "<domain>": "a placeholder the operator fills in; test_certificate reads the served serial",
+    "certbot renew --force-renewal": "test_certificate forces one, checks what nginx serves",
 }
+# Only where nginx_domain got a certificate (the sqs scenario; the default one has none).
+CERTBOT_ONLY = ("certbot ", "grep ^server /etc/letsencrypt/")
 # shoestring-status exits 1 when it lists a problem; a first release has no PREVIOUS.
 ALLOWED_RC_1 = {"shoestring-status", "cat /opt/shoestring/current/PREVIOUS"}
 REDIS_ONLY = (
@@ -123,6 +131,8 @@ def test_every_runbook_command_runs_on_the_host_and_says_what_it_should(
         reason = not_run_reason(line)
         if reason is None and line.startswith(REDIS_ONLY) and not broker_is_redis:
             reason = "no Redis on a host whose broker is SQS"
+        if reason is None and line.startswith(CERTBOT_ONLY) and not host.exists("certbot"):
+            reason = "no domain, so no certbot, on this host (the sqs scenario has one)"
         if reason:
             skipped.append(f"{line}  ({reason})")
             continue
