@@ -10,14 +10,15 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def swap_back_to_2048(host, site):
+    # Skipped before anything changed (its teardown would run base.yml for nothing).
+    if not broker_is_redis(host):
+        pytest.skip("proved once, in the default scenario")
     yield
     site("playbooks/base.yml", "--tags", "swap_configure")
     assert host.file("/swapfile").size == 2048 * MIB
 
 
 def test_a_new_swap_size_resizes_and_reformats_the_swap_file(host, site, swap_back_to_2048):
-    if not broker_is_redis(host):
-        pytest.skip("proved once, in the default scenario")
     uuid_before = host.check_output("blkid -o value -s UUID /swapfile")
     _, output = site("playbooks/base.yml", "--tags", "swap_configure", "-e", "swap_size_mb=1024")
     assert "skipped in a container" in output
