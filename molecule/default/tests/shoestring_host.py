@@ -149,15 +149,18 @@ class ArmedShell:
             f"{code}\n"
         )
         host.check_output("rm -rf %s && mkdir -p -m 0755 %s", folder, folder)
+        # What it prints apart from its log (the app's start-up lines go to stderr).
         self.pid = host.check_output(
-            "setsid nohup shoestring-manage shell --no-imports -c %s >%s 2>&1 </dev/null & echo $!",
+            "setsid nohup shoestring-manage shell --no-imports -c %s >%s 2>%s.log </dev/null &"
+            " echo $!",
             script,
+            self.out,
             self.out,
         )
         wait_until(
             lambda: self.output()[:1] == ["armed"],
             timeout,
-            message=f"the Django shell {name} to start (its output: {self.out})",
+            message=f"the Django shell {name} to start (see {self.out} and {self.out}.log)",
         )
 
     def output(self):
