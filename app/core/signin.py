@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -70,7 +71,8 @@ def fresh_sign_in(describe):
                     request, username=request.user.get_username(), password=password
                 )
                 if getattr(request, "axes_locked_out", False):
-                    return locked_out(request)
+                    # AxesMiddleware answers for a locked sign-in, with locked_out's page.
+                    return HttpResponse(status=429)
                 if user is not None and user.pk == request.user.pk:
                     request.session[SIGNED_IN_AT] = time.time()
                     return view(request, *args, **kwargs)

@@ -164,6 +164,7 @@ def test_wrong_confirmations_count_as_failed_sign_ins(protected, client, setting
         assert client.post("/blocks/undo-all/", {"confirm_password": "x"}).status_code == 403
     response = client.post("/blocks/undo-all/", {"confirm_password": "x"})
     assert response.status_code == 429
+    assert "Sign-in paused" in response.content.decode()
     response = client.post("/blocks/undo-all/", {"confirm_password": "pw-alice"})
     assert response.status_code == 429
     assert not lift_requested(protected)
