@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.polling import wait_until
+
 from . import docs
 from . import run as bench
 
@@ -55,12 +57,13 @@ def children(pid):
 
 
 def wait_for(predicate, timeout, interval=1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+    """True once predicate() holds, False at the deadline: the harness acts on a fault that
+    did not clear (tests/polling.py's one poll loop, its timeout turned into False)."""
+    try:
+        wait_until(predicate, timeout, interval)
+    except AssertionError:
+        return False
+    return True
 
 
 def postgres_ready():
