@@ -1,6 +1,7 @@
-"""CloudWatch's BurstBalance for the guard: shoestring-cloudwatch
+"""CloudWatch's burst balance for the guard: shoestring-cloudwatch
 (roles/guard/files/shoestring_cloudwatch.py), the oneshot that asks CloudWatch (moto's, on
-loopback) and writes the newest datapoint to a file, and the guard's side
+loopback) for the volume type's metric (gp2: the volume's BurstBalance; gp3: the instance's
+EBSIOBalance%) and writes the newest datapoint to a file, and the guard's side
 (roles/guard/files/shoestring_guard.py), which resets its model to each new datapoint and says
 once when CloudWatch could not be asked. The whole chain pausing and resuming bulk work runs on
 the converged sqs host (molecule/default/tests/test_guard.py)."""
@@ -11,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from moto.server import ThreadedMotoServer
 
 from tests.role_files import load
 
 VOLUME = "vol-0123456789abcdef0"
+INSTANCE = "i-0123456789abcdef0"
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +47,20 @@ def settings(monkeypatch, endpoint, tmp_path):
 
 
 def put(endpoint, volume, percent, minutes_ago):
+    """A gp2 volume's BurstBalance datapoint, as AWS publishes one."""
+    put_metric(endpoint, ("AWS/EBS", "BurstBalance", "VolumeId", volume), percent, minutes_ago)
+
+
+def put_metric(endpoint, metric, percent, minutes_ago):
+    namespace, name, dimension, value = metric
     boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=endpoint).put_metric_data(
-        Namespace="AWS/EBS",
+        Namespace=namespace,
         MetricData=[
             {
-                "MetricName": "BurstBalance",
+                "MetricName": name,
                 "Unit": "Percent",
                 "Value": percent,
-                "Dimensions": [{"Name": "VolumeId", "Value": volume}],
+                "Dimensions": [{"Name": dimension, "Value": value}],
                 "Timestamp": datetime.now(UTC) - timedelta(minutes=minutes_ago),
             }
         ],
@@ -76,6 +84,70 @@ def test_the_newest_datapoint_of_the_volume_is_written_for_the_guard(settings, e
     assert 0 < reading["asked_at"] - reading["datapoint_at"] < 180
     assert (settings / "burst-balance.json").stat().st_mode & 0o777 == 0o644
     assert f"BurstBalance of {VOLUME} 41.5%" in capsys.readouterr().out
+
+
+def test_on_gp3_the_instance_s_ebsiobalance_is_written_for_the_guard(
+    settings, endpoint, monkeypatch, capsys
+):
+    monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
+    monkeypatch.setenv("CLOUDWATCH_INSTANCE_ID", INSTANCE)
+    put_metric(endpoint, ("AWS/EC2", "EBSIOBalance%", "InstanceId", INSTANCE), 63.0, 2)
+    # Newer, and not ours: another namespace, metric or instance, and the volume's BurstBalance.
+    put_metric(endpoint, ("AWS/EBS", "EBSIOBalance%", "InstanceId", INSTANCE), 1.0, 0)
+    put_metric(endpoint, ("AWS/EC2", "EBSByteBalance%", "InstanceId", INSTANCE), 2.0, 0)
+    put_metric(endpoint, ("AWS/EC2", "EBSIOBalance%", "InstanceId", "i-0fffffffffffffff0"), 3.0, 0)
+    put(endpoint, VOLUME, 4.0, minutes_ago=0)
+    assert load("guard", "shoestring_cloudwatch").main() == 0
+    reading = written(settings)
+    assert (reading["instance_id"], reading["metric"], reading["percent"]) == (
+        INSTANCE,
+        "EBSIOBalance%",
+        63.0,
+    )
+    assert "volume_id" not in reading
+    assert f"EBSIOBalance% of {INSTANCE} 63.0%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "asked"),
+    [
+        ("CLOUDWATCH_VOLUME_ID", VOLUME, ("AWS/EBS", "BurstBalance", "VolumeId")),
+        ("CLOUDWATCH_INSTANCE_ID", INSTANCE, ("AWS/EC2", "EBSIOBalance%", "InstanceId")),
+    ],
+    ids=["gp2-volume", "gp3-instance"],
+)
+def test_the_id_the_unit_is_given_picks_the_metric_asked_for(
+    settings, monkeypatch, setting, value, asked
+):
+    cloudwatch = load("guard", "shoestring_cloudwatch")
+    monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
+    monkeypatch.setenv(setting, value)
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
+    namespace, name, dimension = asked
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_metric_statistics",
+            {"Datapoints": []},
+            {
+                "Namespace": namespace,
+                "MetricName": name,
+                "Dimensions": [{"Name": dimension, "Value": value}],
+                "StartTime": ANY,
+                "EndTime": ANY,
+                "Period": 60,
+                "Statistics": ["Minimum"],
+            },
+        )
+        assert cloudwatch.main() == 0
+        stub.assert_no_pending_responses()
+    assert written(settings)["metric"] == name
+
+
+def test_without_an_id_the_unit_fails_naming_both(settings, monkeypatch):
+    monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
+    with pytest.raises(SystemExit, match="neither CLOUDWATCH_VOLUME_ID nor CLOUDWATCH_INSTANCE_ID"):
+        load("guard", "shoestring_cloudwatch").main()
 
 
 def test_no_datapoint_yet_is_no_error(settings, monkeypatch, capsys):
@@ -164,3 +236,25 @@ def test_without_a_volume_id_the_guard_reads_nothing():
     cloudwatch = load("guard", "shoestring_guard").CloudWatchBalance("")
     assert cloudwatch.poll() is None
     assert cloudwatch.describe() == "CloudWatch not asked (no volume id)"
+
+
+def test_on_gp3_cloudwatch_s_ebsiobalance_resets_the_instance_s_bucket(tmp_path):
+    guard = load("guard", "shoestring_guard")
+    path = tmp_path / "burst-balance.json"
+    cloudwatch = guard.CloudWatchBalance(str(path), "gp3")
+    assert cloudwatch.describe() == f"CloudWatch's EBSIOBalance% from {path}"
+    assert guard.CloudWatchBalance("", "gp3").describe() == "CloudWatch not asked (no instance id)"
+    reading_file(path, 12.0, 1000.0)
+    volume = guard.Volume(
+        "gp3",
+        20,
+        gp2_min_iops=100,
+        gp2_iops_per_gib=3,
+        gp2_burst_iops=3000,
+        gp2_credits=5.4e6,
+        gp3_iops=3000,
+    )
+    assert volume.balance_percent() == 100.0, "the model alone: full, the instance's bucket"
+    volume.resync(cloudwatch.poll())
+    assert volume.balance_percent() == pytest.approx(12.0)
+    assert volume.credits == pytest.approx(0.12 * 10_800 * 30 * 60)

@@ -239,6 +239,7 @@ def gp2(size_gib=100, credits=1_000_000.0):
 
 
 def gp3(iops=3000):
+    """A gp3 volume on a t3.small (the instance's EBS burst is the Volume's default)."""
     return guard.Volume(
         "gp3",
         100,
@@ -300,18 +301,70 @@ def test_resync_sets_the_balance_clamped_to_0_to_100_percent(percent, balance):
     assert volume.credits == pytest.approx(1_000_000 * balance / 100)
 
 
-def test_gp3_has_no_bucket_its_balance_is_the_headroom_under_its_limit():
-    volume = gp3(iops=3000)
-    assert (volume.capacity, volume.credits, volume.baseline) == (0.0, 0.0, 3000)
-    assert volume.describe() == "gp3 100 GiB: 3000 IOPS"
+def test_gp3_s_bucket_is_the_instance_s_ebs_burst():
+    volume = gp3()  # a t3.small: 1,000 IOPS baseline, 11,800 for 30 minutes
+    assert volume.baseline == 1000
+    assert volume.capacity == (11_800 - 1_000) * 30 * 60
+    assert volume.credits == volume.capacity, "starts full"
     assert volume.balance_percent(0) == 100.0
-    assert volume.balance_percent(1500) == pytest.approx(50.0)
-    assert volume.balance_percent(2400) == pytest.approx(20.0)
-    assert volume.balance_percent(6000) == 0.0, "never below 0"
-    volume.spend(6000, 1_000)
-    volume.resync(12.0)
+    assert volume.describe() == (
+        "gp3 100 GiB, 3000 IOPS; the instance's EBS: baseline 1000 IOPS, burst 11800,"
+        " bucket 19440000 credits"
+    )
+
+
+def test_gp3_spends_the_instance_s_bucket_above_its_baseline():
+    volume = gp3()
+    volume.spend(3000, 60)  # the gp3 volume's full 3,000 IOPS: 2,000 a second above baseline
+    assert volume.credits == 19_440_000 - 120_000
+    volume.spend(1000, 600)
+    assert volume.credits == 19_440_000 - 120_000, "at the baseline: neither spent nor earned"
+    volume.spend(11_800, 30 * 60 - 60 * 2000 / 10_800)  # the rest of the 30 minutes of burst
+    assert volume.balance_percent(11_800) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gp3_refills_below_the_instance_s_baseline_up_to_full():
+    volume = gp3()
+    volume.spend(3000, 3600)  # 7 200 000 spent
+    volume.spend(400, 1000)  # 600 000 earned
+    assert volume.credits == 19_440_000 - 7_200_000 + 600_000
+    assert volume.balance_percent(400) == pytest.approx(100 * 12_840_000 / 19_440_000)
+    volume.spend(0, 24 * 3600)  # 86 400 000 to earn: the bucket holds 19 440 000
+    assert volume.credits == 19_440_000
+
+
+def test_gp3_stops_at_empty():
+    volume = gp3()
+    volume.spend(3000, 4 * 3600)  # 28 800 000 spent of 19 440 000
     assert volume.credits == 0.0
-    assert volume.balance_percent(1500) == pytest.approx(50.0), "nothing to spend or resync"
+    assert volume.balance_percent(3000) == 0.0
+    volume.spend(1000, 60)
+    assert volume.credits == 0.0
+    volume.spend(900, 10)
+    assert volume.credits == 1_000.0, "earned from empty, not from below it"
+
+
+@pytest.mark.parametrize(("percent", "balance"), [(12.0, 12.0), (150.0, 100.0), (-5.0, 0.0)])
+def test_cloudwatch_s_ebsiobalance_resets_the_instance_s_bucket(percent, balance):
+    volume = gp3()
+    volume.spend(3000, 600)
+    volume.resync(percent)
+    assert volume.balance_percent(0) == pytest.approx(balance)
+    assert volume.credits == pytest.approx(19_440_000 * balance / 100)
+
+
+def test_a_drained_instance_bucket_pauses_bulk_work_and_a_refill_resumes_it():
+    volume = gp3()
+    volume.spend(3000, 3 * 3600)  # 21 600 000: more than the bucket holds
+    decision = guard.decide(
+        RUNNING, reading(balance=volume.balance_percent(), flag_exists=False), THRESHOLDS, 15.0
+    )
+    assert decision.said == (PAUSE + "burst balance 0.0% < 30%",)
+    volume.resync(97.0)  # CloudWatch's EBSIOBalance% says the instance refilled
+    decision = guard.decide(
+        decision.state, reading(balance=volume.balance_percent()), THRESHOLDS, 30.0
+    )
+    assert decision.said == (HEALTHY_AGAIN,)
 
 
 def test_the_volume_comes_from_the_environment(no_settings, monkeypatch):
@@ -319,9 +372,15 @@ def test_the_volume_comes_from_the_environment(no_settings, monkeypatch):
     assert (volume.type, volume.size_gib, volume.baseline) == ("gp2", 20.0, 100.0)
     assert (volume.burst, volume.capacity, volume.credits) == (3000.0, 5.4e6, 5.4e6)
     monkeypatch.setenv("GUARD_VOLUME_TYPE", "gp3")
-    monkeypatch.setenv("GUARD_GP3_IOPS", "6000")
     volume = guard.Volume.from_env()
-    assert (volume.type, volume.baseline, volume.capacity) == ("gp3", 6000.0, 0.0)
+    assert (volume.type, volume.baseline, volume.burst) == ("gp3", 1000.0, 11800.0)
+    assert volume.capacity == volume.credits == 10_800 * 30 * 60
+    monkeypatch.setenv("GUARD_GP3_IOPS", "6000")
+    monkeypatch.setenv("GUARD_INSTANCE_EBS_BASELINE_IOPS", "2000")
+    monkeypatch.setenv("GUARD_INSTANCE_EBS_BURST_IOPS", "5000")
+    monkeypatch.setenv("GUARD_INSTANCE_EBS_BURST_MINUTES", "10")
+    volume = guard.Volume.from_env()
+    assert (volume.gp3_iops, volume.baseline, volume.capacity) == (6000.0, 2000.0, 1_800_000.0)
     monkeypatch.setenv("GUARD_VOLUME_TYPE", "gp2")
     monkeypatch.setenv("GUARD_VOLUME_SIZE_GIB", "500")
     monkeypatch.setenv("GUARD_GP2_CREDITS", "1000")

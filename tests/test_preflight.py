@@ -217,6 +217,19 @@ BAD_SETTINGS = [
         id="guard-cloudwatch-asked-more-often-than-aws-publishes",
     ),
     pytest.param(
+        {"guard_volume_type": "gp3", "guard_cloudwatch_instance_id": "web-1"},
+        ["guard_cloudwatch_instance_id empty or an instance id", "got 'web-1'"],
+        id="guard-cloudwatch-instance-not-an-instance-id",
+    ),
+    pytest.param(
+        {"guard_volume_type": "gp3", "guard_cloudwatch_volume_id": "vol-0123456789abcdef0"},
+        [
+            "on guard_volume_type gp3 CloudWatch's figure is the instance's EBSIOBalance%",
+            "read only when guard_cloudwatch_instance_id is set",
+        ],
+        id="guard-gp3-with-a-volume-id-but-no-instance-id",
+    ),
+    pytest.param(
         {"monitoring_scrape_interval_s": 300},
         ["monitoring_scrape_interval_s must be 5-60", "got 300"],
         id="metrics-once-in-five-minutes",
@@ -246,9 +259,15 @@ TEST_CA_HOST = {
 }
 
 
+# On gp3 the guard reads the instance's EBSIOBalance%, named by the instance's id alone.
+GP3_ON_AWS = {"guard_volume_type": "gp3", "guard_cloudwatch_instance_id": "i-0123456789abcdef0"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "extra_vars", [{}, TEST_CA_HOST], ids=["defaults", "fake-network-with-a-test-ca"]
+    "extra_vars",
+    [{}, TEST_CA_HOST, GP3_ON_AWS],
+    ids=["defaults", "fake-network-with-a-test-ca", "gp3-read-by-the-instance-s-balance"],
 )
 def test_good_settings_pass_the_preflight(inventory, extra_vars):
     result = run_playbook(inventory, "playbooks/preflight.yml", extra_vars)

@@ -112,6 +112,38 @@ def test_a_guard_state_older_than_two_minutes_is_a_stopped_guard(age, stale):
     assert bool(status.guard_problems({"paused": False}, age)) is stale
 
 
+@pytest.mark.parametrize(
+    ("metric", "shown"),
+    [
+        ({"cloudwatch_metric": "BurstBalance"}, "BurstBalance"),
+        ({"cloudwatch_metric": "EBSIOBalance%"}, "EBSIOBalance%"),
+        ({}, "BurstBalance"),  # a guard from before gp3 was modelled
+    ],
+    ids=["gp2-volume", "gp3-instance", "older-guard"],
+)
+def test_the_guard_s_cloudwatch_line_names_the_metric_it_read(metric, shown):
+    read = {
+        "cloudwatch_asked": True,
+        "cloudwatch_burst_balance_percent": 41.5,
+        "cloudwatch_datapoint_at": 1000.0,
+    }
+    assert status.guard_cloudwatch_line(read | metric, now=1090.0) == (
+        f"  CloudWatch's {shown} 41.5% (datapoint from 90s ago; the model was reset to it)"
+    )
+    not_yet = {"cloudwatch_asked": True, "cloudwatch_burst_balance_percent": None} | metric
+    assert status.guard_cloudwatch_line(not_yet, now=1090.0) == (
+        f"  CloudWatch's {shown}: no datapoint yet; the model alone"
+    )
+
+
+def test_the_guard_s_cloudwatch_line_says_why_it_could_not_ask_and_nothing_when_not_asked():
+    failed = {"cloudwatch_asked": True, "cloudwatch_error": "CloudWatch unreachable: timed out"}
+    assert status.guard_cloudwatch_line(failed, now=0.0) == (
+        "  CloudWatch: CloudWatch unreachable: timed out; the model alone"
+    )
+    assert status.guard_cloudwatch_line({"cloudwatch_asked": False}, now=0.0) is None
+
+
 # Backups and the certificate.
 
 

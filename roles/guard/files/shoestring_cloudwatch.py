@@ -1,24 +1,31 @@
 #!/usr/bin/python3
-"""shoestring-cloudwatch: AWS's own BurstBalance of the data volume, for the guard.
+"""shoestring-cloudwatch: AWS's own figure for the disk's burst bucket, for the guard.
 
-Run by shoestring-cloudwatch.timer every few minutes (AWS publishes one datapoint a minute),
+Run by shoestring-cloudwatch.timer every few minutes (AWS publishes a datapoint every 1 or 5),
 as a oneshot with its own memory limit: boto3 with a CloudWatch client needs more memory than
 the guard, which stays a small standard-library process and only reads what this writes.
 
-It asks CloudWatch (AWS/EBS, BurstBalance, VolumeId=CLOUDWATCH_VOLUME_ID) for the minimum of
-each minute of the last 20 and writes the newest to CLOUDWATCH_STATE_DIR/burst-balance.json:
+The bucket that runs out follows the volume type, and the unit's environment names it by its id
+(roles/guard/vars/main.yml): CLOUDWATCH_VOLUME_ID on gp2, whose own bucket is published as
+AWS/EBS BurstBalance of the volume; CLOUDWATCH_INSTANCE_ID on gp3, a flat volume whose budget is
+the instance's EBS burst, AWS/EC2 EBSIOBalance% of the instance (5-minute datapoints). It asks
+CloudWatch for the minimum of each minute of the last 20 and writes the newest to
+CLOUDWATCH_STATE_DIR/burst-balance.json:
 
-    {"asked_at": ..., "volume_id": "vol-...", "percent": 41.5, "datapoint_at": ..., "error": null}
+    {"asked_at": ..., "volume_id": "vol-...", "metric": "BurstBalance", "percent": 41.5,
+     "datapoint_at": ..., "error": null}
 
-(percent and datapoint_at are null when CloudWatch has no datapoint yet). When CloudWatch
-cannot be asked (the instance profile does not allow cloudwatch:GetMetricStatistics, or the
-endpoint does not answer), the file says why in "error", the unit fails (systemctl --failed and
-shoestring-status show it) and the guard goes on with its own model; the next run tries again."""
+("instance_id": "i-..." and "EBSIOBalance%" on gp3; percent and datapoint_at are null when
+CloudWatch has no datapoint yet). When CloudWatch cannot be asked (the instance profile does not
+allow cloudwatch:GetMetricStatistics, or the endpoint does not answer), the file says why in
+"error", the unit fails (systemctl --failed and shoestring-status show it) and the guard goes on
+with its own model; the next run tries again."""
 
 import json
 import os
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import boto3
@@ -28,13 +35,30 @@ ENV = os.environ
 WINDOW_S = 1200
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
 
+# A CloudWatch metric of one volume or instance, and the key its id has in the reading.
+Metric = namedtuple("Metric", "namespace name dimension value key")
 
-def newest_burst_balance(client, volume_id, now):
+# The unit's setting that carries the id -> the metric published of it.
+METRICS = {
+    "CLOUDWATCH_VOLUME_ID": ("AWS/EBS", "BurstBalance", "VolumeId", "volume_id"),
+    "CLOUDWATCH_INSTANCE_ID": ("AWS/EC2", "EBSIOBalance%", "InstanceId", "instance_id"),
+}
+
+
+def metric_from(env):
+    """The metric to ask for: the one whose id the unit's environment carries."""
+    for setting, (namespace, name, dimension, key) in METRICS.items():
+        if env.get(setting):
+            return Metric(namespace, name, dimension, env[setting], key)
+    raise SystemExit(f"cloudwatch: neither {' nor '.join(METRICS)} is set")
+
+
+def newest_datapoint(client, metric, now):
     """(percent, datapoint epoch) of the newest datapoint in the window, or (None, None)."""
     answer = client.get_metric_statistics(
-        Namespace="AWS/EBS",
-        MetricName="BurstBalance",
-        Dimensions=[{"Name": "VolumeId", "Value": volume_id}],
+        Namespace=metric.namespace,
+        MetricName=metric.name,
+        Dimensions=[{"Name": metric.dimension, "Value": metric.value}],
         StartTime=now - WINDOW_S,
         # The minute under way too: its datapoint is stamped with the minute's start.
         EndTime=now + 60,
@@ -48,12 +72,13 @@ def newest_burst_balance(client, volume_id, now):
     return float(newest["Minimum"]), newest["Timestamp"].timestamp()
 
 
-def read(volume_id, region, endpoint_url):
+def read(metric, region, endpoint_url):
     """The reading as the guard gets it, and the error that made it fail (or None)."""
     now = time.time()
     reading = {
         "asked_at": now,
-        "volume_id": volume_id,
+        metric.key: metric.value,
+        "metric": metric.name,
         "percent": None,
         "datapoint_at": None,
         "error": None,
@@ -62,7 +87,7 @@ def read(volume_id, region, endpoint_url):
         "cloudwatch", region_name=region or None, endpoint_url=endpoint_url or None
     )
     try:
-        reading["percent"], reading["datapoint_at"] = newest_burst_balance(client, volume_id, now)
+        reading["percent"], reading["datapoint_at"] = newest_datapoint(client, metric, now)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "") or "error"
         if code in DENIED:
@@ -86,21 +111,19 @@ def write_atomic(path, text):
 
 
 def main():
-    volume_id = ENV["CLOUDWATCH_VOLUME_ID"]
+    metric = metric_from(ENV)
     state_dir = Path(ENV.get("CLOUDWATCH_STATE_DIR", "/run/shoestring-cloudwatch"))
-    reading = read(
-        volume_id, ENV.get("CLOUDWATCH_REGION", ""), ENV.get("CLOUDWATCH_ENDPOINT_URL", "")
-    )
+    reading = read(metric, ENV.get("CLOUDWATCH_REGION", ""), ENV.get("CLOUDWATCH_ENDPOINT_URL", ""))
     write_atomic(state_dir / "burst-balance.json", json.dumps(reading))
     if reading["error"]:
         print(f"cloudwatch: {reading['error']}", flush=True)
         return 1
     if reading["percent"] is None:
-        print(f"cloudwatch: no BurstBalance datapoint of {volume_id} in the last 20 minutes")
+        print(f"cloudwatch: no {metric.name} datapoint of {metric.value} in the last 20 minutes")
     else:
         age = reading["asked_at"] - reading["datapoint_at"]
         print(
-            f"cloudwatch: BurstBalance of {volume_id} {reading['percent']:.1f}%"
+            f"cloudwatch: {metric.name} of {metric.value} {reading['percent']:.1f}%"
             f" (datapoint of {age:.0f}s ago)"
         )
     return 0

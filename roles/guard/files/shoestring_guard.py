@@ -2,20 +2,22 @@
 """shoestring-guard: pause bulk work before the disk's burst balance or the memory runs out.
 
 Every GUARD_INTERVAL_S seconds it reads the data volume's I/O count from /proc/diskstats and
-models the EBS volume's burst bucket (gp2: a baseline of IOPS-per-GiB times the size, at least
-a minimum, bursting to a cap while credits last; gp3: a flat limit, no bucket), and reads the
-memory pressure (/proc/pressure/memory) and the swap-ins (/proc/vmstat). Pause eagerly: the
-first reading past a pause threshold creates the pause flag, which the bulk pool reads (it stops
-consuming its queues, in flight tasks finish; core.pause). Resume conservatively: only after
-every reading stayed past the resume thresholds for GUARD_RESUME_AFTER_S. Each decision is
-logged with its numbers; the current state is in GUARD_STATE_DIR/state.json and, for the node
-exporter's textfile collector, GUARD_STATE_DIR/metrics/shoestring_guard.prom (both on tmpfs: the
-guard itself writes nothing to the disk it protects).
+models the EBS burst bucket that can run out (gp2: the volume's own, a baseline of IOPS-per-GiB
+times the size, at least a minimum, bursting to a cap while credits last; gp3: the volume is a
+flat limit, so the bucket is the instance's own EBS burst), and reads the memory pressure
+(/proc/pressure/memory) and the swap-ins (/proc/vmstat). Pause eagerly: the first reading past a
+pause threshold creates the pause flag, which the bulk pool reads (it stops consuming its
+queues, in flight tasks finish; core.pause). Resume conservatively: only after every reading
+stayed past the resume thresholds for GUARD_RESUME_AFTER_S. Each decision is logged with its
+numbers; the current state is in GUARD_STATE_DIR/state.json and, for the node exporter's
+textfile collector, GUARD_STATE_DIR/metrics/shoestring_guard.prom (both on tmpfs: the guard
+itself writes nothing to the disk it protects).
 
-On AWS, when a volume id is set, shoestring-cloudwatch.timer writes CloudWatch's own
-BurstBalance of the volume to GUARD_CLOUDWATCH_FILE every few minutes; each new datapoint resets
-the model (which starts full and knows only what this host did since the guard started). When
-CloudWatch cannot be asked, the guard says so once and goes on with the model alone.
+On AWS, when the volume type's id is set, shoestring-cloudwatch.timer writes CloudWatch's own
+figure for that bucket to GUARD_CLOUDWATCH_FILE every few minutes (gp2: the volume's
+BurstBalance; gp3: the instance's EBSIOBalance%); each new datapoint resets the model (which
+starts full and knows only what this host did since the guard started). When CloudWatch cannot
+be asked, the guard says so once and goes on with the model alone.
 
 The decisions are pure, apart from the I/O in main(): decide() and the Volume model, tested off
 the host by tests/test_guard_decide.py."""
@@ -36,9 +38,11 @@ def setting(name, default, kind=float):
 
 
 class Volume:
-    """The EBS burst bucket, modelled from the I/O count of the data volume: gp2, a baseline of
-    IOPS per GiB (at least a minimum) and a bucket of credits to burst with; anything else (gp3),
-    a flat limit and no bucket. The bucket starts full."""
+    """The EBS burst bucket that can run out, modelled from the I/O count of the data volume.
+    gp2: the volume's own, a baseline of IOPS per GiB (at least a minimum) and a bucket of
+    credits to burst with. gp3: the volume is a flat limit with no bucket, so the bucket is the
+    instance's EBS burst (a t3.small: a baseline of 1,000 IOPS, 11,800 for 30 minutes), spent
+    above the instance's baseline. The bucket starts full."""
 
     def __init__(
         self,
@@ -50,17 +54,25 @@ class Volume:
         gp2_burst_iops,
         gp2_credits,
         gp3_iops,
+        instance_baseline_iops=1000,
+        instance_burst_iops=11800,
+        instance_burst_minutes=30,
     ):
         self.type = volume_type
         self.size_gib = size_gib
+        self.gp3_iops = gp3_iops
         if self.type == "gp2":
             self.baseline = max(gp2_min_iops, gp2_iops_per_gib * self.size_gib)
             self.burst = gp2_burst_iops
             self.capacity = gp2_credits
         else:
-            self.baseline = gp3_iops
-            self.burst = self.baseline
-            self.capacity = 0.0
+            self.baseline = instance_baseline_iops
+            self.burst = instance_burst_iops
+            # AWS publishes the burst as a time at full rate: that many I/Os above the baseline.
+            # It publishes no refill rate; like gp2's, credits are earned below the baseline.
+            self.capacity = (
+                (instance_burst_iops - instance_baseline_iops) * instance_burst_minutes * 60
+            )
         self.credits = self.capacity
 
     @classmethod
@@ -73,48 +85,53 @@ class Volume:
             gp2_burst_iops=setting("GUARD_GP2_BURST_IOPS", 3000),
             gp2_credits=setting("GUARD_GP2_CREDITS", 5.4e6),
             gp3_iops=setting("GUARD_GP3_IOPS", 3000),
+            instance_baseline_iops=setting("GUARD_INSTANCE_EBS_BASELINE_IOPS", 1000),
+            instance_burst_iops=setting("GUARD_INSTANCE_EBS_BURST_IOPS", 11800),
+            instance_burst_minutes=setting("GUARD_INSTANCE_EBS_BURST_MINUTES", 30),
         )
 
     def spend(self, iops, seconds):
         """Credits are spent above the baseline and earned below it, up to the bucket's size."""
-        if self.capacity:
-            self.credits = min(
-                self.capacity, max(0.0, self.credits + (self.baseline - iops) * seconds)
-            )
+        self.credits = min(self.capacity, max(0.0, self.credits + (self.baseline - iops) * seconds))
 
     def resync(self, percent):
-        """AWS's own figure replaces the model's (gp2 only: gp3 has no bucket)."""
-        if self.capacity:
-            self.credits = self.capacity * min(100.0, max(0.0, percent)) / 100.0
+        """AWS's own figure (CloudWatch's, in percent) replaces the model's."""
+        self.credits = self.capacity * min(100.0, max(0.0, percent)) / 100.0
 
-    def balance_percent(self, iops):
-        if self.capacity:
-            return 100.0 * self.credits / self.capacity
-        # gp3 has no bucket: the headroom left under its flat limit stands in for the balance.
-        return max(0.0, 100.0 * (1 - iops / self.baseline))
+    def balance_percent(self, _iops=None):
+        """The bucket's fill in percent; the I/O rate now (callers pass it) does not change it."""
+        return 100.0 * self.credits / self.capacity
 
     def describe(self):
-        if self.capacity:
-            return (
-                f"gp2 {self.size_gib:g} GiB: baseline {self.baseline:.0f} IOPS, burst "
-                f"{self.burst:.0f}, bucket {self.capacity:.0f} credits"
-            )
-        return f"gp3 {self.size_gib:g} GiB: {self.baseline:.0f} IOPS"
+        bucket = (
+            f"baseline {self.baseline:.0f} IOPS, burst {self.burst:.0f}, bucket "
+            f"{self.capacity:.0f} credits"
+        )
+        if self.type == "gp2":
+            return f"gp2 {self.size_gib:g} GiB: {bucket}"
+        return f"gp3 {self.size_gib:g} GiB, {self.gp3_iops:.0f} IOPS; the instance's EBS: {bucket}"
+
+
+# What CloudWatch calls each type's bucket, and the id it is published under
+# (shoestring_cloudwatch.py asks for it).
+CLOUDWATCH_METRICS = {"gp2": ("BurstBalance", "volume id"), "gp3": ("EBSIOBalance%", "instance id")}
 
 
 class CloudWatchBalance:
-    """CloudWatch's BurstBalance of the volume, as shoestring-cloudwatch last wrote it."""
+    """CloudWatch's figure for the bucket (gp2: the volume's BurstBalance; gp3: the instance's
+    EBSIOBalance%), as shoestring-cloudwatch last wrote it."""
 
-    def __init__(self, path):
+    def __init__(self, path, volume_type="gp2"):
         self.path = Path(path) if path else None
+        self.metric, self.named_by = CLOUDWATCH_METRICS[volume_type]
         self.applied_at = None  # time of the newest datapoint the model was reset to
         self.percent = None
         self.error = None
 
     def describe(self):
         if self.path is None:
-            return "CloudWatch not asked (no volume id)"
-        return f"CloudWatch's BurstBalance from {self.path}"
+            return f"CloudWatch not asked (no {self.named_by})"
+        return f"CloudWatch's {self.metric} from {self.path}"
 
     def poll(self):
         """A datapoint newer than the last one applied, in percent, else None. Says once when
@@ -306,7 +323,7 @@ shoestring_guard_bulk_paused {paused}
 # HELP shoestring_guard_burst_balance_percent The modelled EBS burst balance.
 # TYPE shoestring_guard_burst_balance_percent gauge
 shoestring_guard_burst_balance_percent {balance:.2f}
-# HELP shoestring_guard_cloudwatch_burst_balance_percent CloudWatch's BurstBalance (-1: none).
+# HELP shoestring_guard_cloudwatch_burst_balance_percent CloudWatch's {metric} (-1: none).
 # TYPE shoestring_guard_cloudwatch_burst_balance_percent gauge
 shoestring_guard_cloudwatch_burst_balance_percent {cloudwatch:.2f}
 # HELP shoestring_guard_volume_iops I/O operations per second on the data volume.
@@ -339,6 +356,7 @@ def publish(
         "credits": volume.credits,
         "cloudwatch": cloudwatch.describe(),
         "cloudwatch_asked": cloudwatch.path is not None,
+        "cloudwatch_metric": cloudwatch.metric,
         "cloudwatch_burst_balance_percent": cloudwatch.percent,
         "cloudwatch_datapoint_at": cloudwatch.applied_at,
         "cloudwatch_error": cloudwatch.error,
@@ -354,6 +372,7 @@ def publish(
             paused=int(paused),
             balance=balance,
             cloudwatch=-1 if cloudwatch.percent is None else cloudwatch.percent,
+            metric=cloudwatch.metric,
             iops=iops,
             pressure=pressure,
             swapin=swapin,
@@ -373,7 +392,7 @@ def main():
     (state_dir / "metrics").chmod(0o755)
 
     volume = Volume.from_env()
-    cloudwatch = CloudWatchBalance(ENV.get("GUARD_CLOUDWATCH_FILE", ""))
+    cloudwatch = CloudWatchBalance(ENV.get("GUARD_CLOUDWATCH_FILE", ""), volume.type)
     device = find_device(
         ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
     )

@@ -168,6 +168,24 @@ def guard_problems(state, age_s):
     return problems
 
 
+def guard_cloudwatch_line(state, now):
+    """What the guard last had from CloudWatch, named by the metric it reads (gp2: the volume's
+    BurstBalance; gp3: the instance's EBSIOBalance%); None where it does not ask."""
+    # A guard from before gp3 was modelled wrote no metric: it read BurstBalance.
+    metric = state.get("cloudwatch_metric", "BurstBalance")
+    if state.get("cloudwatch_error"):
+        return f"  CloudWatch: {state['cloudwatch_error']}; the model alone"
+    if state.get("cloudwatch_burst_balance_percent") is not None:
+        return (
+            f"  CloudWatch's {metric} {state['cloudwatch_burst_balance_percent']:.1f}%"
+            f" (datapoint from {ago(now - state['cloudwatch_datapoint_at'])};"
+            " the model was reset to it)"
+        )
+    if state.get("cloudwatch_asked"):
+        return f"  CloudWatch's {metric}: no datapoint yet; the model alone"
+    return None
+
+
 def guard_section(config, problems):
     state_file = Path(config["guard_state_file"])
     if not state_file.exists():
@@ -182,16 +200,9 @@ def guard_section(config, problems):
         f" ({state.get('volume', '?')}), {state.get('iops', 0):.0f} IOPS now,"
         f" memory pressure some avg10={state.get('memory_some_avg10', 0)}",
     ]
-    if state.get("cloudwatch_error"):
-        lines.append(f"  CloudWatch: {state['cloudwatch_error']}; the model alone")
-    elif state.get("cloudwatch_burst_balance_percent") is not None:
-        lines.append(
-            f"  CloudWatch's BurstBalance {state['cloudwatch_burst_balance_percent']:.1f}%"
-            f" (datapoint from {ago(time.time() - state['cloudwatch_datapoint_at'])};"
-            " the model was reset to it)"
-        )
-    elif state.get("cloudwatch_asked"):
-        lines.append("  CloudWatch's BurstBalance: no datapoint yet; the model alone")
+    cloudwatch = guard_cloudwatch_line(state, time.time())
+    if cloudwatch:
+        lines.append(cloudwatch)
     problems += guard_problems(state, age)
     return lines
 
