@@ -68,7 +68,7 @@ lint: venv
 	ruff check $(PYTHON_TREES)
 	ruff format --check $(PYTHON_TREES)
 
-pytest: deps
+pytest: deps image
 	tests/run-pytest.sh
 
 # The edit-test loop, a few minutes: lint, then the tests not marked slow (no live
