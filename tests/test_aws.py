@@ -6,7 +6,9 @@ the backup bucket and the final snapshot. Bad settings stop the play before any 
 Moto is changed here, never the play, where it differs from AWS (LESSONS.md, "AWS, measured
 against moto"): moto tags an Elastic IP as "vpc-elastic-ip" where AWS says "elastic-ip", so
 amazon.aws.ec2_eip never finds its own tags and re-tags every run; and moto has no Debian
-images, so the test makes one named as Debian names theirs, under moto's account."""
+images, so the test makes one named as Debian names theirs, under moto's account; and moto
+forgets the CPU credit mode an instance is launched with, so the test records what the play
+asked for."""
 
 import json
 import os
@@ -20,6 +22,7 @@ import boto3
 import pytest
 import yaml
 from moto.ec2 import utils as moto_ec2_utils
+from moto.ec2.responses.instances import InstanceResponse
 from moto.server import ThreadedMotoServer
 
 pytestmark = pytest.mark.slow
@@ -30,10 +33,27 @@ REGION = "us-east-1"
 ADMIN_V4 = "198.51.100.7/32"
 ADMIN_V6 = "2001:db8:1::/64"
 QUEUES = ["interactive", "bulk", "maintenance"]
+# The CPU credit mode each RunInstances asked for, by the instance's Name tag: moto
+# accepts CreditSpecification and forgets it (it describes every instance as "standard").
+CREDITS_ASKED = {}
+
+
+def recording_run_instances(run_instances):
+    def run(self):
+        tags = self._parse_tag_specification().get("instance", {})
+        CREDITS_ASKED[tags.get("Name")] = (self._get_param("CreditSpecification") or {}).get(
+            "CpuCredits"
+        )
+        return run_instances(self)
+
+    return run
 
 
 @pytest.fixture(scope="module")
 def endpoint():
+    """moto_server on loopback, made to answer as AWS does where the play depends on it."""
+    run_instances = InstanceResponse.run_instances
+    InstanceResponse.run_instances = recording_run_instances(run_instances)
     moto_ec2_utils.EC2_PREFIX_TO_RESOURCE["eipalloc"] = "elastic-ip"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -42,6 +62,8 @@ def endpoint():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+    InstanceResponse.run_instances = run_instances
+    moto_ec2_utils.EC2_PREFIX_TO_RESOURCE["eipalloc"] = "vpc-elastic-ip"
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +198,7 @@ def test_the_instance_its_image_identity_and_metadata(instance, client):
     assert instance["KeyName"] == NAME
     assert instance["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{NAME}-instance")
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
-    credits = ec2.describe_instance_credit_specifications(InstanceIds=[instance["InstanceId"]])
-    assert credits["InstanceCreditSpecifications"][0]["CpuCredits"] == "standard"
+    assert CREDITS_ASKED[NAME] == "standard"
     tags = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}
     assert tags["shoestring:tiers"] == "database,web,workers"
 
@@ -323,16 +344,7 @@ def test_the_alarms_watch_the_budgets_and_page_the_operator(instance, client):
 def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, settings, aws_env):
     inventory = Path(settings["aws_inventory_dir"]) / f"{NAME}.aws_ec2.yml"
     assert yaml.safe_load(inventory.read_text())["plugin"] == "amazon.aws.aws_ec2"
-    listed = subprocess.run(
-        ["ansible-inventory", "-i", str(inventory), "--list"],
-        cwd=REPO,
-        env=aws_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found = json.loads(listed.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d))
+    found = inventory_list(inventory, aws_env)
     for group in ["database", "web", "workers"]:
         assert found[group]["hosts"] == [NAME], group
     host = found["_meta"]["hostvars"][NAME]
@@ -347,9 +359,38 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     assert host["workers_sqs_create_queues"] is False
     assert host["backup_s3_bucket"] == f"{NAME}-backups-123456789012"
     assert host["backup_s3_manage_bucket"] is False
+    data = next(
+        m["Ebs"]["VolumeId"]
+        for m in instance["BlockDeviceMappings"]
+        if m["DeviceName"] == "/dev/sdf"
+    )
+    serial = data.replace("-", "")
+    assert (
+        host["postgresql_data_device"]
+        == f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial}"
+    )
     assert host["guard_volume_type"] == "gp3"
-    assert host["guard_volume_size_gib"] == 10
+    assert host["guard_volume_size_gib"] == 20
     assert host["guard_cloudwatch_instance_id"] == instance["InstanceId"]
+    assert "guard_cloudwatch_volume_id" not in host
+
+
+def inventory_list(inventory, aws_env):
+    """What ansible-inventory makes of the generated file (the plugin asks moto)."""
+    listed = subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), "--list"],
+        cwd=REPO,
+        env=aws_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(listed.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d))
+
+
+def inventory_hosts(inventory, aws_env):
+    return inventory_list(inventory, aws_env)["_meta"]["hostvars"]
 
 
 def client_address(instance, aws_env, settings):
@@ -364,6 +405,49 @@ def client_address(instance, aws_env, settings):
         Filters=[{"Name": "instance-id", "Values": [instance["InstanceId"]]}]
     )["Addresses"]
     return address["PublicIp"]
+
+
+def test_gp2_and_unlimited_credits_watch_their_own_budgets(aws_env, settings, client):
+    """A second deployment beside the first: a gp2 data volume has its own BurstBalance,
+    and unlimited credits are watched for the surplus AWS bills."""
+    variables = {**settings, "aws_name": "st-gp2", "aws_data_volume_type": "gp2"}
+    variables["aws_cpu_credits"] = "unlimited"
+    result = playbook(aws_env, "provision", variables)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    ec2 = client("ec2")
+    (reservation,) = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:shoestring:deployment", "Values": ["st-gp2"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    (instance,) = reservation["Instances"]
+    assert CREDITS_ASKED["st-gp2"] == "unlimited"
+    data = next(
+        m["Ebs"]["VolumeId"]
+        for m in instance["BlockDeviceMappings"]
+        if m["DeviceName"] == "/dev/sdf"
+    )
+    assert ec2.describe_volumes(VolumeIds=[data])["Volumes"][0]["VolumeType"] == "gp2"
+    alarms = {
+        alarm["AlarmName"]: alarm
+        for alarm in client("cloudwatch").describe_alarms(AlarmNamePrefix="st-gp2-")["MetricAlarms"]
+    }
+    burst = alarms["st-gp2-data-volume-burst-balance"]
+    assert (burst["Namespace"], burst["MetricName"]) == ("AWS/EBS", "BurstBalance")
+    assert burst["Dimensions"] == [{"Name": "VolumeId", "Value": data}]
+    surplus = alarms["st-gp2-cpu-surplus-credits"]
+    assert surplus["MetricName"] == "CPUSurplusCreditBalance"
+    assert surplus["ComparisonOperator"] == "GreaterThanThreshold"
+    assert "st-gp2-ebs-io-balance" not in alarms
+    assert "st-gp2-cpu-credit-balance" not in alarms
+    inventory = Path(settings["aws_inventory_dir"]) / "st-gp2.aws_ec2.yml"
+    host = inventory_hosts(inventory, aws_env)["st-gp2"]
+    assert host["guard_volume_type"] == "gp2"
+    assert host["guard_cloudwatch_volume_id"] == data
+    assert "guard_cloudwatch_instance_id" not in host
+    gone = playbook(aws_env, "destroy", {**variables, "aws_destroy_confirm": "st-gp2"})
+    assert gone.returncode == 0, gone.stdout[-4000:]
 
 
 BAD_SETTINGS = [
