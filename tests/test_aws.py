@@ -13,6 +13,7 @@ asked for."""
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -32,6 +33,8 @@ NAME = "st-test"
 REGION = "us-east-1"
 ADMIN_V4 = "198.51.100.7/32"
 ADMIN_V6 = "2001:db8:1::/64"
+ZONE = "example.test"
+DOMAIN = f"shoestring.{ZONE}"
 QUEUES = ["interactive", "bulk", "maintenance"]
 # The CPU credit mode each RunInstances asked for, by the instance's Name tag: moto
 # accepts CreditSpecification and forgets it (it describes every instance as "standard").
@@ -92,6 +95,17 @@ def client(endpoint, aws_env):
     return make
 
 
+def make_image(ec2, name):
+    """An x86_64 image named as Debian names theirs, under moto's account."""
+    source = ec2.describe_images(Filters=[{"Name": "architecture", "Values": ["x86_64"]}])[
+        "Images"
+    ][0]["ImageId"]
+    builder = ec2.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]
+    ec2.create_image(InstanceId=builder["InstanceId"], Name=name)
+    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
+    time.sleep(1.1)  # creation dates in whole seconds: the next image is newer
+
+
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory, endpoint, client):
     """The operator's variables: a fresh key pair, the admin's addresses, the test image."""
@@ -99,15 +113,11 @@ def settings(tmp_path_factory, endpoint, client):
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "key")], check=True
     )
-    ec2 = client("ec2")
-    source = ec2.describe_images(Filters=[{"Name": "architecture", "Values": ["x86_64"]}])[
-        "Images"
-    ][0]["ImageId"]
-    builder = ec2.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]
     for day in ["20261101-1", "20261201-2"]:  # the newer one must be chosen
-        ec2.create_image(InstanceId=builder["InstanceId"], Name=f"debian-12-amd64-{day}")
-    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
-    (home / "inventory").mkdir()
+        make_image(client("ec2"), f"debian-12-amd64-{day}")
+    # The operator's settings beside the generated file, as in inventory/aws.
+    shutil.copytree(REPO / "inventory" / "aws", home / "inventory")
+    client("route53").create_hosted_zone(Name=f"{ZONE}.", CallerReference=NAME)
     return {
         "aws_name": NAME,
         "aws_region": REGION,
@@ -118,6 +128,8 @@ def settings(tmp_path_factory, endpoint, client):
         "aws_endpoint_url": endpoint,
         "aws_inventory_dir": str(home / "inventory"),
         "aws_alarm_email": "ops@example.org",
+        "aws_domain": DOMAIN,
+        "aws_route53_zone": ZONE,
     }
 
 
@@ -143,9 +155,11 @@ def recap(result):
 
 
 @pytest.fixture(scope="module")
-def provisioned(aws_env, settings):
+def provisioned(aws_env, settings, client):
     first = playbook(aws_env, "provision", settings)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    # Debian publishes a newer image meanwhile: the deployment keeps its one instance.
+    make_image(client("ec2"), "debian-12-amd64-20261215-3")
     second = playbook(aws_env, "provision", settings)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
     print(f"provision against moto: first run {first.wall_s:.1f} s, second {second.wall_s:.1f} s")
@@ -223,6 +237,24 @@ def test_an_elastic_ip_on_the_instance(instance, client):
         Filters=[{"Name": "tag:shoestring:deployment", "Values": [NAME]}]
     )["Addresses"]
     assert [address["InstanceId"] for address in addresses] == [instance["InstanceId"]]
+
+
+def a_records(client):
+    route53 = client("route53")
+    (zone,) = route53.list_hosted_zones_by_name(DNSName=f"{ZONE}.")["HostedZones"]
+    records = route53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]
+    return {
+        record["Name"]: [value["Value"] for value in record["ResourceRecords"]]
+        for record in records
+        if record["Type"] == "A"
+    }
+
+
+def test_the_domain_names_the_elastic_ip(instance, client):
+    (address,) = client("ec2").describe_addresses(
+        Filters=[{"Name": "instance-id", "Values": [instance["InstanceId"]]}]
+    )["Addresses"]
+    assert a_records(client) == {f"{DOMAIN}.": [address["PublicIp"]]}
 
 
 def test_the_policy_allows_what_the_host_calls_on_its_own_resources(provisioned, client):
@@ -352,6 +384,8 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     assert host["ansible_host"] == address
     assert host["ansible_user"] == "admin"
     assert host["ansible_become"] is True
+    secrets = Path(settings["aws_inventory_dir"]).resolve().parent / "credentials" / f"aws-{NAME}"
+    assert host["shoestring_secrets_dir"] == str(secrets)
     assert host["ansible_ssh_private_key_file"] == settings["aws_ssh_private_key_file"]
     assert host["shoestring_on_aws"] is True
     assert host["shoestring_sqs_queue_url_base"] == f"{settings['aws_endpoint_url']}/123456789012/"
@@ -373,6 +407,20 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     assert host["guard_volume_size_gib"] == 20
     assert host["guard_cloudwatch_instance_id"] == instance["InstanceId"]
     assert "guard_cloudwatch_volume_id" not in host
+    # The operator's group_vars beside it make the Elastic IP a name the site answers to.
+    shown = subprocess.run(
+        [
+            *("ansible", NAME, "-i", settings["aws_inventory_dir"]),
+            *("-m", "ansible.builtin.debug", "-a", "var=nginx_extra_names"),
+        ],
+        cwd=REPO,
+        env=aws_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert re.search(rf"nginx_extra_names:\n *- {re.escape(address)}\n", shown.stdout), shown.stdout
 
 
 def inventory_list(inventory, aws_env):
@@ -411,7 +459,7 @@ def test_gp2_and_unlimited_credits_watch_their_own_budgets(aws_env, settings, cl
     """A second deployment beside the first: a gp2 data volume has its own BurstBalance,
     and unlimited credits are watched for the surplus AWS bills."""
     variables = {**settings, "aws_name": "st-gp2", "aws_data_volume_type": "gp2"}
-    variables["aws_cpu_credits"] = "unlimited"
+    variables.update(aws_cpu_credits="unlimited", aws_domain="", aws_route53_zone="")
     result = playbook(aws_env, "provision", variables)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     ec2 = client("ec2")
@@ -514,6 +562,7 @@ def test_destroy_leaves_the_bucket_and_a_final_snapshot_only(instance, aws_env, 
     profiles = iam.list_instance_profiles()["InstanceProfiles"]
     assert not [p for p in profiles if p["InstanceProfileName"] == f"{NAME}-instance"]
     assert not (Path(settings["aws_inventory_dir"]) / f"{NAME}.aws_ec2.yml").exists()
+    assert a_records(client) == {}
     # What stays: the backups, and the data volume as it was.
     assert client("s3").head_bucket(Bucket=f"{NAME}-backups-123456789012")
     data = next(
