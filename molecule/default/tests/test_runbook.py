@@ -79,6 +79,19 @@ NOT_RUN = {
     # A dry run always asks Let's Encrypt's staging CA, whatever issued the certificate (it
     # tried, from the sqs host, once): the tests never address a host off this machine.
     "certbot renew --dry-run": "asks Let's Encrypt's staging CA, off this machine",
+    # The "Alarms" section's AWS CLI lines: the operator's machine, never the host.
+    "aws cloudwatch ": (
+        "runs on the operator's machine with AWS credentials; tests/test_aws.py reads the"
+        " alarms back"
+    ),
+    "aws ec2 ": (
+        "runs on the operator's machine with AWS credentials; tests/test_aws.py checks the"
+        " credit mode the instance is launched with"
+    ),
+    "aws sqs ": (
+        "runs on the operator's machine with AWS credentials; tests/test_aws.py reads the queues"
+        " and their redrive policy back"
+    ),
 }
 # Only where nginx_domain got a certificate (the sqs scenario; the default one has none).
 CERTBOT_ONLY = ("certbot ", "grep ^server /etc/letsencrypt/")
