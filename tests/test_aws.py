@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ import pytest
 import yaml
 from moto.ec2 import utils as moto_ec2_utils
 from moto.ec2.responses.instances import InstanceResponse
-from moto.server import ThreadedMotoServer
+
+from tests.moto_server import moto_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +58,12 @@ def endpoint():
     run_instances = InstanceResponse.run_instances
     InstanceResponse.run_instances = recording_run_instances(run_instances)
     moto_ec2_utils.EC2_PREFIX_TO_RESOURCE["eipalloc"] = "elastic-ip"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    InstanceResponse.run_instances = run_instances
-    moto_ec2_utils.EC2_PREFIX_TO_RESOURCE["eipalloc"] = "vpc-elastic-ip"
+    try:
+        with moto_endpoint() as url:
+            yield url
+    finally:
+        InstanceResponse.run_instances = run_instances
+        moto_ec2_utils.EC2_PREFIX_TO_RESOURCE["eipalloc"] = "vpc-elastic-ip"
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +130,20 @@ def settings(tmp_path_factory, endpoint, client):
     }
 
 
-def playbook(aws_env, name, variables):
+def ansible(aws_env, *command):
+    """An Ansible command from the repository, with moto's credentials; its wall time too."""
     started = time.monotonic()
     result = subprocess.run(
-        ["ansible-playbook", f"playbooks/aws/{name}.yml", "-e", json.dumps(variables)],
-        cwd=REPO,
-        env=aws_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        command, cwd=REPO, env=aws_env, capture_output=True, text=True, timeout=600
     )
     result.wall_s = time.monotonic() - started
     return result
+
+
+def playbook(aws_env, name, variables):
+    return ansible(
+        aws_env, "ansible-playbook", f"playbooks/aws/{name}.yml", "-e", json.dumps(variables)
+    )
 
 
 def recap(result):
@@ -408,32 +407,19 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     assert host["guard_cloudwatch_instance_id"] == instance["InstanceId"]
     assert "guard_cloudwatch_volume_id" not in host
     # The operator's group_vars beside it make the Elastic IP a name the site answers to.
-    shown = subprocess.run(
-        [
-            *("ansible", NAME, "-i", settings["aws_inventory_dir"]),
-            *("-m", "ansible.builtin.debug", "-a", "var=nginx_extra_names"),
-        ],
-        cwd=REPO,
-        env=aws_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    shown = ansible(
+        aws_env,
+        *("ansible", NAME, "-i", settings["aws_inventory_dir"]),
+        *("-m", "ansible.builtin.debug", "-a", "var=nginx_extra_names"),
     )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
     assert re.search(rf"nginx_extra_names:\n *- {re.escape(address)}\n", shown.stdout), shown.stdout
 
 
 def inventory_list(inventory, aws_env):
     """What ansible-inventory makes of the generated file (the plugin asks moto)."""
-    listed = subprocess.run(
-        ["ansible-inventory", "-i", str(inventory), "--list"],
-        cwd=REPO,
-        env=aws_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    listed = ansible(aws_env, "ansible-inventory", "-i", str(inventory), "--list")
+    assert listed.returncode == 0, listed.stderr
     return json.loads(listed.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d))
 
 
