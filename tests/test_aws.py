@@ -484,15 +484,34 @@ def test_gp2_and_unlimited_credits_watch_their_own_budgets(aws_env, settings, cl
     assert gone.returncode == 0, gone.stdout[-4000:]
 
 
+# Each bad value, and what the refusal must say about it (the variable and the value).
 BAD_SETTINGS = [
-    pytest.param({"aws_admin_cidrs": []}, "aws_admin_cidrs", id="no-admin"),
-    pytest.param({"aws_admin_cidrs": ["0.0.0.0/0"]}, "aws_admin_cidrs_allow_anywhere", id="open"),
-    pytest.param({"aws_admin_cidrs": ["10.0.0.300/8"]}, "aws_admin_cidrs", id="not-a-cidr"),
-    pytest.param({"aws_name": "Shoestring_Prod"}, "aws_name", id="bad-name"),
-    pytest.param({"aws_cpu_credits": "maybe"}, "aws_cpu_credits", id="credits"),
-    pytest.param({"aws_data_volume_type": "io2"}, "aws_data_volume_type", id="volume-type"),
-    pytest.param({"aws_domain": "x.example.org"}, "aws_route53_zone", id="domain-no-zone"),
-    pytest.param({"aws_ssh_public_key_file": "/nonexistent"}, "aws_ssh_public_key_file", id="key"),
+    pytest.param({"aws_admin_cidrs": []}, "aws_admin_cidrs must list the CIDRs", id="no-admin"),
+    pytest.param(
+        {"aws_admin_cidrs": ["0.0.0.0/0"]},
+        "(got ['0.0.0.0/0']); 0.0.0.0/0 or ::/0 opens ssh to the whole internet",
+        id="open",
+    ),
+    pytest.param({"aws_admin_cidrs": ["10.0.0.300/8"]}, "(got ['10.0.0.300/8'])", id="not-a-cidr"),
+    pytest.param({"aws_name": "Shoestring_Prod"}, "(got 'Shoestring_Prod')", id="bad-name"),
+    pytest.param({"aws_region": "us-gov-west-1"}, "(got 'us-gov-west-1')", id="gov-region"),
+    pytest.param({"aws_instance_type": "c6i.large"}, "(got 'c6i.large')", id="unknown-type"),
+    pytest.param(
+        {"aws_cpu_credits": "maybe"},
+        "value of aws_cpu_credits must be one of: standard, unlimited, got: maybe",
+        id="credits",
+    ),
+    pytest.param(
+        {"aws_data_volume_type": "io2"},
+        "value of aws_data_volume_type must be one of: gp3, gp2, got: io2",
+        id="volume-type",
+    ),
+    pytest.param(
+        {"aws_domain": "x.example.org"},
+        f"the domain inside the zone (got 'x.example.org' in '{ZONE}')",
+        id="domain-outside-zone",
+    ),
+    pytest.param({"aws_ssh_public_key_file": "/nonexistent"}, "got '/nonexistent'", id="key"),
 ]
 
 
@@ -501,8 +520,10 @@ def test_a_bad_setting_stops_before_any_call_to_aws(bad, named, aws_env, setting
     variables = {**settings, "aws_name": "st-bad", **bad}
     result = playbook(aws_env, "provision", variables)
     assert result.returncode != 0, result.stdout[-3000:]
-    assert named in result.stdout + result.stderr
+    said = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert named in said, said[-3000:]
     assert "Ask AWS which account" not in result.stdout
+    assert "Find the deployment's IAM role" not in result.stdout
     groups = client("ec2").describe_security_groups()["SecurityGroups"]
     assert variables["aws_name"] not in [group["GroupName"] for group in groups]
 
@@ -514,8 +535,35 @@ def test_destroy_refuses_without_the_confirmation(provisioned, aws_env, settings
     assert client("sqs").get_queue_url(QueueName=f"{NAME}-bulk")["QueueUrl"]
 
 
+def test_the_same_name_in_another_region_is_refused(provisioned, aws_env, settings, client):
+    """IAM is global: the role must never be taken over from another region, nor removed."""
+    for name in ["provision", "destroy"]:
+        variables = {**settings, "aws_region": "eu-west-1", "aws_destroy_confirm": NAME}
+        result = playbook(aws_env, name, variables)
+        assert result.returncode != 0, name
+        said = re.sub(r"\s+", " ", result.stdout)
+        assert f"the deployment '{NAME}' lives in {REGION}, not in aws_region eu-west-1" in said
+    assert client("iam").get_role(RoleName=f"{NAME}-instance")["Role"]
+    document = client("iam").get_role_policy(
+        RoleName=f"{NAME}-instance", PolicyName=f"{NAME}-instance"
+    )["PolicyDocument"]
+    assert f":sqs:{REGION}:" in json.dumps(document)
+
+
+def test_a_new_instance_type_needs_a_restart_allowed(instance, aws_env, settings):
+    result = playbook(aws_env, "provision", {**settings, "aws_instance_type": "t3.medium"})
+    assert result.returncode != 0
+    assert "Set aws_allow_restart=true to do it" in re.sub(r"\s+", " ", result.stdout)
+    assert "The instance - encrypted" not in result.stdout
+
+
 def test_destroy_leaves_the_bucket_and_a_final_snapshot_only(instance, aws_env, settings, client):
-    result = playbook(aws_env, "destroy", {**settings, "aws_destroy_confirm": NAME})
+    # Only the name, the confirmation and where things are: the rest is on the tags.
+    variables = {
+        key: settings[key]
+        for key in ["aws_name", "aws_region", "aws_endpoint_url", "aws_inventory_dir"]
+    }
+    result = playbook(aws_env, "destroy", {**variables, "aws_destroy_confirm": NAME})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     print(f"destroy against moto: {result.wall_s:.1f} s")
     ec2 = client("ec2")
