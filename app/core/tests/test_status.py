@@ -4,6 +4,7 @@ QUEUES and APP sections and decides their problems (those tests need neither a d
 broker: they give the command a status of their own)."""
 
 import argparse
+import datetime
 import json
 import re
 import time
@@ -12,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from config.celery_app import app as celery_app
+from core import queues
 from core.management.commands import status as status_command
 from core.queues import queue_stats
 
@@ -41,6 +43,28 @@ def test_sqs_queue_depth_in_flight_delayed_and_dead_letters(sqs_filled):
     assert stats["bulk"]["dead"] == 0
     # moto has no CloudWatch data points for SQS: the age is unknown, not made up.
     assert stats["bulk"]["oldest_age_s"] is None
+
+
+def test_cloudwatch_is_asked_once_a_minute_per_queue(monkeypatch):
+    """The exporter's scrapes every 15 s reuse the last minute's answer; a new minute asks
+    again."""
+    asked = []
+
+    class CloudWatch:
+        def get_metric_statistics(self, **request):
+            asked.append(request["Dimensions"][0]["Value"])
+            now = datetime.datetime.now(datetime.UTC)
+            return {"Datapoints": [{"Timestamp": now, "Maximum": 42.0 + len(asked)}]}
+
+    monkeypatch.setattr(queues, "_sqs_client", lambda service: CloudWatch())
+    monkeypatch.setattr(queues, "_oldest_age_asked", {})
+    start = 1_000_000.0
+    ages = [queues._sqs_oldest_age("q-bulk", start + offset) for offset in (0, 15, 30, 45)]
+    assert ages == [43.0] * 4
+    assert asked == ["q-bulk"]
+    assert queues._sqs_oldest_age("q-interactive", start + 15) == 44.0
+    assert queues._sqs_oldest_age("q-bulk", start + 60) == 45.0
+    assert asked == ["q-bulk", "q-interactive", "q-bulk"]
 
 
 @pytest.mark.django_db
