@@ -209,7 +209,7 @@ def test_the_guard_resets_its_model_once_per_new_datapoint(tmp_path):
 
     volume = guard.Volume.from_env()
     volume.resync(12.0)
-    assert volume.balance_percent(0) == pytest.approx(12.0)
+    assert volume.balance_percent() == pytest.approx(12.0)
     assert volume.credits == pytest.approx(0.12 * 5.4e6)
 
 

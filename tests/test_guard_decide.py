@@ -260,14 +260,14 @@ def test_gp2_baseline_is_iops_per_gib_at_least_the_minimum():
 def test_gp2_starts_full():
     volume = gp2()
     assert volume.credits == 1_000_000.0
-    assert volume.balance_percent(0) == 100.0
+    assert volume.balance_percent() == 100.0
 
 
 def test_gp2_spends_above_the_baseline():
     volume = gp2()  # baseline 300
     volume.spend(1300, 10)
     assert volume.credits == 1_000_000 - 10_000
-    assert volume.balance_percent(1300) == pytest.approx(99.0)
+    assert volume.balance_percent() == pytest.approx(99.0)
     volume.spend(300, 60)
     assert volume.credits == 1_000_000 - 10_000, "at the baseline: neither spent nor earned"
 
@@ -285,7 +285,7 @@ def test_gp2_never_goes_below_empty():
     volume = gp2()
     volume.spend(3000, 1_000)  # 2 700 000 spent of 1 000 000
     assert volume.credits == 0.0
-    assert volume.balance_percent(3000) == 0.0
+    assert volume.balance_percent() == 0.0
     volume.spend(400, 10)
     assert volume.credits == 0.0
     volume.spend(200, 10)
@@ -297,7 +297,7 @@ def test_resync_sets_the_balance_clamped_to_0_to_100_percent(percent, balance):
     volume = gp2()
     volume.spend(3000, 100)
     volume.resync(percent)
-    assert volume.balance_percent(0) == pytest.approx(balance)
+    assert volume.balance_percent() == pytest.approx(balance)
     assert volume.credits == pytest.approx(1_000_000 * balance / 100)
 
 
@@ -306,7 +306,7 @@ def test_gp3_s_bucket_is_the_instance_s_ebs_burst():
     assert volume.baseline == 1000
     assert volume.capacity == (11_800 - 1_000) * 30 * 60
     assert volume.credits == volume.capacity, "starts full"
-    assert volume.balance_percent(0) == 100.0
+    assert volume.balance_percent() == 100.0
     assert volume.describe() == (
         "gp3 100 GiB, 3000 IOPS; the instance's EBS: baseline 1000 IOPS, burst 11800,"
         " bucket 19440000 credits"
@@ -320,7 +320,7 @@ def test_gp3_spends_the_instance_s_bucket_above_its_baseline():
     volume.spend(1000, 600)
     assert volume.credits == 19_440_000 - 120_000, "at the baseline: neither spent nor earned"
     volume.spend(11_800, 30 * 60 - 60 * 2000 / 10_800)  # the rest of the 30 minutes of burst
-    assert volume.balance_percent(11_800) == pytest.approx(0.0, abs=1e-9)
+    assert volume.balance_percent() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_gp3_refills_below_the_instance_s_baseline_up_to_full():
@@ -328,7 +328,7 @@ def test_gp3_refills_below_the_instance_s_baseline_up_to_full():
     volume.spend(3000, 3600)  # 7 200 000 spent
     volume.spend(400, 1000)  # 600 000 earned
     assert volume.credits == 19_440_000 - 7_200_000 + 600_000
-    assert volume.balance_percent(400) == pytest.approx(100 * 12_840_000 / 19_440_000)
+    assert volume.balance_percent() == pytest.approx(100 * 12_840_000 / 19_440_000)
     volume.spend(0, 24 * 3600)  # 86 400 000 to earn: the bucket holds 19 440 000
     assert volume.credits == 19_440_000
 
@@ -337,7 +337,7 @@ def test_gp3_stops_at_empty():
     volume = gp3()
     volume.spend(3000, 4 * 3600)  # 28 800 000 spent of 19 440 000
     assert volume.credits == 0.0
-    assert volume.balance_percent(3000) == 0.0
+    assert volume.balance_percent() == 0.0
     volume.spend(1000, 60)
     assert volume.credits == 0.0
     volume.spend(900, 10)
@@ -349,7 +349,7 @@ def test_cloudwatch_s_ebsiobalance_resets_the_instance_s_bucket(percent, balance
     volume = gp3()
     volume.spend(3000, 600)
     volume.resync(percent)
-    assert volume.balance_percent(0) == pytest.approx(balance)
+    assert volume.balance_percent() == pytest.approx(balance)
     assert volume.credits == pytest.approx(19_440_000 * balance / 100)
 
 

@@ -98,8 +98,8 @@ class Volume:
         """AWS's own figure (CloudWatch's, in percent) replaces the model's."""
         self.credits = self.capacity * min(100.0, max(0.0, percent)) / 100.0
 
-    def balance_percent(self, _iops=None):
-        """The bucket's fill in percent; the I/O rate now (callers pass it) does not change it."""
+    def balance_percent(self):
+        """The bucket's fill in percent."""
         return 100.0 * self.credits / self.capacity
 
     def describe(self):
@@ -413,7 +413,7 @@ def main():
         device,
         volume,
         cloudwatch,
-        volume.balance_percent(0),
+        volume.balance_percent(),
         0.0,
         memory_pressure(),
         0.0,
@@ -433,7 +433,7 @@ def main():
         if from_aws is not None:
             volume.resync(from_aws)
             log(f"guard: burst balance reset to CloudWatch's {from_aws:.1f}%")
-        balance = volume.balance_percent(iops)
+        balance = volume.balance_percent()
         pressure = memory_pressure()
         numbers = (
             f"burst balance {balance:.1f}% ({volume.credits:.0f} credits), {iops:.0f} IOPS,"
