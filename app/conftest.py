@@ -61,6 +61,20 @@ class FakeSky:
     def target(self, handle, followers):
         return self._post("targets", {"handle": handle, "followers": followers})
 
+    def post(self, author, rkey, likes=0, reposts=0, quotes=0, replies=0):
+        """A post of a known handle with computed engagement; answers its uri and cid."""
+        return self._post(
+            "posts",
+            {
+                "author": author,
+                "rkey": rkey,
+                "likes": likes,
+                "reposts": reposts,
+                "quotes": quotes,
+                "replies": replies,
+            },
+        )
+
     def revoke(self, handle):
         self._post("revoke", {"handle": handle})
 

@@ -3,6 +3,7 @@
 Examples:
   python3 -m fakesky --port 8787 --account me.fake.test:app-pass
   python3 -m fakesky --target troll.fake.test:200000 --accounts 500 --indexing-delay-s 5
+  python3 -m fakesky --post crowd-10.fake.test/3lpileon2abcd:2000:500:200:300
 """
 
 import argparse
@@ -12,6 +13,7 @@ import sys
 import threading
 
 from . import config as settings
+from . import posts
 from .fake import FakeBluesky
 from .server import serve
 
@@ -24,6 +26,13 @@ def _pair(text, second=str):
         return first, second(rest)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+
+def _post(text):
+    try:
+        return posts.parse_seed(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def parser():
@@ -52,6 +61,15 @@ def parser():
         " a handle (troll.example.com) is registered as it is (repeatable)",
     )
     parser.add_argument(
+        "--post",
+        action="append",
+        default=[],
+        type=_post,
+        metavar=posts.SEED_FORMAT,
+        help="a post of a known handle with computed likes, reposts, quotes and replies; RKEY is"
+        " a TID (repeatable; kept across /_fake/reset)",
+    )
+    parser.add_argument(
         "--state-file",
         metavar="PATH",
         help="keep accounts, sessions, records and limits across a restart: written when the"
@@ -72,7 +90,7 @@ def parser():
 
 
 def seed(fake, args):
-    """The accounts and targets of the command line (kept across /_fake/reset)."""
+    """The accounts, targets and posts of the command line (kept across /_fake/reset)."""
     for handle, password in args.account:
         fake.add_account(handle, password, seed=True)
     for index in range(1, args.accounts + 1):
@@ -80,6 +98,13 @@ def seed(fake, args):
     for name, followers in args.target:
         target = fake.add_target(name, followers, seed=True)
         print(f"target {target.handle} {target.did} followers={target.count}", flush=True)
+    for handle, rkey, counts in args.post:
+        try:
+            post = fake.add_post(handle, rkey, *counts, seed=True)
+        except ValueError as error:
+            raise ValueError(f"--post {handle}/{rkey}: {error}") from error
+        numbers = " ".join(f"{n}={c}" for n, c in zip(posts.KIND_NAMES, counts, strict=True))
+        print(f"post {post.uri} {numbers}", flush=True)
 
 
 def main(argv=None):

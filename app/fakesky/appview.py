@@ -13,6 +13,7 @@ Checked against bluesky-social/atproto:
   still follows. A cursor that is not "<time>__<cid>" is 400 "Malformed cursor".
 - packages/bsky/src/api/app/bsky/graph/getBlocks.ts: the viewer's blocks, newest first,
   filled the same way; blocked DIDs the AppView does not know are left out.
+- Posts, their engagers and threads: feed.py and posts.py.
 - packages/bsky/src/api/app/bsky/actor/getProfile.ts: unknown actor 400 "Profile not found";
   a taken-down one 400 AccountTakedown, a deactivated one 400 AccountDeactivated.
 - packages/bsky/src/api/app/bsky/graph/muteActor.ts: unknown actor 400 "Actor not found",
@@ -98,7 +99,8 @@ class AppView:
             return account.did, account.handle, len(fake.followers_of.get(account.did, ())), account
         found = fake.targets.resolve(actor)
         if found is None:
-            return None
+            engager = fake.posts.engager(actor)
+            return None if engager is None else (*engager, 0, None)
         if found[0] == "target":
             target = found[1]
             return target.did, target.handle, target.count, None
@@ -120,7 +122,7 @@ class AppView:
             state["following"] = f"at://{viewer.did}/{FOLLOW}/{follow}"
         return state
 
-    def _view(self, viewer, did, handle, account=None):
+    def profile_view(self, viewer, did, handle, account=None):
         return {
             "did": did,
             "handle": handle,
@@ -138,7 +140,7 @@ class AppView:
         did, handle, followers, account = found
         if account is not None and account.status:
             raise XrpcError(*PROFILE_ERRORS[account.status])
-        view = self._view(viewer, did, handle, account)
+        view = self.profile_view(viewer, did, handle, account)
         view.update(
             followersCount=followers,
             followsCount=len(account.follows) if account else 0,
@@ -156,7 +158,7 @@ class AppView:
         return {"profiles": views}
 
     # -- followers -------------------------------------------------------------
-    def _fill(self, fetch, limit, cursor):
+    def fill_page(self, fetch, limit, cursor):
         """packages/bsky/src/api/util.ts fillPage: read again until the page is full."""
         items, next_cursor = fetch(cursor, limit)
         reads = 1
@@ -184,10 +186,10 @@ class AppView:
         else:
             fetch = self._account_follows(viewer, did)
         try:
-            followers, next_cursor = self._fill(fetch, limit, cursor)
+            followers, next_cursor = self.fill_page(fetch, limit, cursor)
         except ValueError as error:
             raise XrpcError.invalid("Malformed cursor") from error
-        body = {"subject": self._view(viewer, did, handle, account), "followers": followers}
+        body = {"subject": self.profile_view(viewer, did, handle, account), "followers": followers}
         if next_cursor:
             body["cursor"] = next_cursor
         return body
@@ -196,7 +198,7 @@ class AppView:
         blocked = set()
         if viewer is not None:
             blocked = viewer.seen_follower_blocks.get((target.key, target.count), blocked)
-        view = self._view
+        view = self.profile_view
 
         def fetch(cursor, limit):
             start = target.index_after(cursor) if cursor else 0
@@ -230,7 +232,7 @@ class AppView:
                     follower_did in viewer.seen_blocks or viewer.did in follower.seen_blocks
                 ):
                     continue
-                page.append(self._view(viewer, follower_did, follower.handle, follower))
+                page.append(self.profile_view(viewer, follower_did, follower.handle, follower))
             more = end - limit > 0 and chosen
             return page, (_cursor_for(chosen[-1][1]) if more else None)
 
@@ -248,12 +250,12 @@ class AppView:
                 found = self.actor(viewer.seen_block_subject[rkey])
                 if found is not None:  # mapDefined: DIDs it does not know are left out
                     did, handle, _, account = found
-                    page.append(self._view(viewer, did, handle, account))
+                    page.append(self.profile_view(viewer, did, handle, account))
             more = end - limit > 0 and chosen
             return page, (_cursor_for(chosen[-1]) if more else None)
 
         try:
-            blocks, next_cursor = self._fill(fetch, limit, cursor)
+            blocks, next_cursor = self.fill_page(fetch, limit, cursor)
         except ValueError as error:
             raise XrpcError.invalid("Malformed cursor") from error
         body = {"blocks": blocks}

@@ -16,11 +16,12 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from . import graph, limits, tokens
+from . import graph, limits, posts, tokens
 from .accounts import STATUS_ERRORS, Account
 from .appview import AppView
 from .config import Config
 from .faults import FAIL_STATUSES, Faults
+from .feed import Feed
 from .repo import BLOCK, CREATE, DELETE, RESULT_TYPES, UPDATE, XrpcError, prepare
 from .syntax import TidClock, cid_for, is_record_key, multikey_for
 
@@ -83,6 +84,11 @@ ROUTES = {
     "app.bsky.graph.getBlocks": Route("GET", "get_blocks", proxied=True),
     "app.bsky.graph.muteActor": Route("POST", "mute_actor", proxied=True, input=("actor",)),
     "app.bsky.graph.unmuteActor": Route("POST", "unmute_actor", proxied=True, input=("actor",)),
+    "app.bsky.feed.getPosts": Route("GET", "get_posts", proxied=True, auth="optional"),
+    "app.bsky.feed.getLikes": Route("GET", "get_likes", proxied=True, auth="optional"),
+    "app.bsky.feed.getRepostedBy": Route("GET", "get_reposted_by", proxied=True, auth="optional"),
+    "app.bsky.feed.getQuotes": Route("GET", "get_quotes", proxied=True, auth="optional"),
+    "app.bsky.feed.getPostThread": Route("GET", "get_post_thread", proxied=True, auth="optional"),
 }
 
 
@@ -130,7 +136,9 @@ class FakeBluesky:
         self.config = (config or Config()).validate()
         self._initial_config = replace(self.config)
         self.own_url = "http://127.0.0.1"
-        self.seeds = []  # ("account", handle, password) or ("target", handle, count)
+        # ("account", handle, password), ("target", handle, count) or
+        # ("post", author handle, rkey, (likes, reposts, quotes, replies))
+        self.seeds = []
         self.tids = TidClock()
         self._clear()
 
@@ -144,6 +152,8 @@ class FakeBluesky:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("posts", posts.Posts())  # a state file from before posts
+        state.setdefault("feed", Feed(self))
         self.__dict__.update(state)
         self.lock = threading.Lock()
         self.faults = Faults()
@@ -178,11 +188,13 @@ class FakeBluesky:
         self.by_did = {}
         self.followers_of = {}  # DID -> {follower DID: follow rkey}
         self.targets = graph.Targets()
+        self.posts = posts.Posts()
         self.refresh_tokens = {}  # jti -> [did, expires_at, next jti or None]
         self.refresh_by_did = {}  # did -> set of jti
         self.secret = secrets.token_bytes(32)
         self.windows = limits.FixedWindows()
         self.appview = AppView(self)
+        self.feed = Feed(self)
         self.faults = Faults()
         self.requests = 0
         self.rate_limited = 0
@@ -198,8 +210,10 @@ class FakeBluesky:
         for seed in seeds:
             if seed[0] == "account":
                 self.add_account(seed[1], seed[2])
-            else:
+            elif seed[0] == "target":
                 self.add_target(seed[1], seed[2])
+            else:
+                self.add_post(seed[1], seed[2], *seed[3])
             self.seeds.append(seed)
 
     def add_account(self, handle, password, follows=(), seed=False):
@@ -232,6 +246,18 @@ class FakeBluesky:
             if seed:
                 self.seeds.append(("target", handle, count))
             return target
+
+    def add_post(self, author, rkey, likes=0, reposts=0, quotes=0, replies=0, seed=False):
+        """A post of a handle the fake knows, with computed engagement (posts.py)."""
+        counts = (likes, reposts, quotes, replies)
+        with self.lock:
+            found = self.appview.actor(str(author))
+            if found is None:
+                raise ValueError(f"post author is no account or target the fake knows: {author}")
+            post = self.posts.add(found[0], found[1], rkey, counts)
+            if seed:
+                self.seeds.append(("post", author, rkey, counts))
+            return post
 
     def revoke(self, handle):
         """Revoke the app password: sign-in and refresh fail; access tokens live out their
@@ -276,6 +302,7 @@ class FakeBluesky:
                         {"handle": t.handle, "did": t.did, "followers": t.count}
                         for t in self.targets.registered()
                     ],
+                    "posts": [p.summary() for p in self.posts.all()],
                 }
             account = self._by_handle(handle)
             detail = account.summary()
@@ -628,7 +655,10 @@ class FakeBluesky:
             return {"did": account.did}
         found = self.targets.resolve(handle)
         if found is None:
-            raise XrpcError.invalid("Unable to resolve handle")
+            engager = self.posts.engager(handle)
+            if engager is None:
+                raise XrpcError.invalid("Unable to resolve handle")
+            return {"did": engager[0]}
         if found[0] == "target":
             return {"did": found[1].did}
         return {"did": found[1].follower(found[2])[0]}
@@ -767,6 +797,35 @@ class FakeBluesky:
     def get_blocks(self, call):
         limit = call.int_param("limit", 50, 1, 100)
         return self.appview.blocks(call.account, limit, call.param("cursor"))
+
+    def get_posts(self, call):
+        uris = call.request.params.get("uris") or []
+        if not uris:
+            raise XrpcError.invalid('Error: Params must have the property "uris"')
+        if len(uris) > 25:
+            raise XrpcError.invalid("Error: uris must not have more than 25 elements")
+        return self.feed.posts(call.account, uris)
+
+    def _engagement(self, call, kind):
+        uri = call.required("uri")
+        limit = call.int_param("limit", 50, 1, 100)
+        cid, cursor = call.param("cid"), call.param("cursor")
+        return self.feed.engagement(call.account, kind, uri, cid, limit, cursor)
+
+    def get_likes(self, call):
+        return self._engagement(call, posts.LIKE)
+
+    def get_reposted_by(self, call):
+        return self._engagement(call, posts.REPOST)
+
+    def get_quotes(self, call):
+        return self._engagement(call, posts.QUOTE)
+
+    def get_post_thread(self, call):
+        uri = call.required("uri")
+        depth = call.int_param("depth", 6, 0, 1000)
+        height = call.int_param("parentHeight", 80, 0, 1000)
+        return self.feed.thread(call.account, uri, depth, height)
 
     def mute_actor(self, call):
         self.appview.mute(call.now, call.account, str(call.request.body["actor"]), True)

@@ -9,7 +9,8 @@ DIDs look like real did:plc identifiers (``did:plc:`` and 24 base32 characters, 
 derives them from a hash) and are reversible without a table: 120 bits hold the kind, a
 check value, the target's key, its follower count and the follower's index, mixed by an
 invertible permutation so that neighbours do not look alike. Decoding a DID is a few integer
-operations, so a page of followers never scans anything.
+operations, so a page of followers never scans anything. The same encoding, with its own kind,
+names the computed likers, reposters, quoters and repliers of seeded posts (posts.py).
 
 Followers are listed newest first. Follower i followed at FOLLOWED_AT_MS - i milliseconds, and
 a page's cursor is "<that time>__<follow record CID>", the reference AppView's keyset cursor
@@ -35,7 +36,7 @@ _MUL2 = 0xC2B2AE3D27D4EB4F165667B19E3779F9 & _MASK | 1
 _INV1 = pow(_MUL1, -1, 1 << _BITS)
 _INV2 = pow(_MUL2, -1, 1 << _BITS)
 
-KIND_TARGET, KIND_FOLLOWER = 1, 2
+KIND_TARGET, KIND_FOLLOWER, KIND_ENGAGER = 1, 2, 3  # engagers of seeded posts: posts.py
 _CHECK_BITS, _KEY_BITS, _COUNT_BITS, _INDEX_BITS = 13, 51, 27, 27
 MAX_FOLLOWERS = (1 << _COUNT_BITS) - 1
 _NAME_LETTERS = 10  # 5 bits a letter, in the low 50 bits of the key
@@ -70,7 +71,8 @@ def _check(kind, key, count, index):
     return (mixed >> 40) & ((1 << _CHECK_BITS) - 1)
 
 
-def _encode(kind, key, count, index):
+def synthetic_did(kind, key, count, index):
+    """The did:plc of a computed account: ``key`` < 2**51, ``count`` and ``index`` < 2**27."""
     value = (
         kind << 118
         | _check(kind, key, count, index) << 105
@@ -95,7 +97,7 @@ def _base32(value):
     )
 
 
-def _decode(did):
+def decode_did(did):
     """(kind, key, count, index) of a synthetic DID, or None."""
     if len(did) != 32 or not did.startswith("did:plc:"):
         return None
@@ -118,7 +120,7 @@ def _decode(did):
     count = (value >> _INDEX_BITS) & MAX_FOLLOWERS
     key = (value >> 54) & ((1 << _KEY_BITS) - 1)
     kind = value >> 118
-    if kind not in (KIND_TARGET, KIND_FOLLOWER):
+    if kind not in (KIND_TARGET, KIND_FOLLOWER, KIND_ENGAGER):
         return None
     if (value >> 105) & ((1 << _CHECK_BITS) - 1) != _check(kind, key, count, index):
         return None
@@ -148,11 +150,11 @@ class Target:
 
     @property
     def did(self):
-        return _encode(KIND_TARGET, self.key, self.count, 0)
+        return synthetic_did(KIND_TARGET, self.key, self.count, 0)
 
     def follower(self, index):
         """(did, handle) of follower ``index`` (0 is the newest)."""
-        return _encode(KIND_FOLLOWER, self.key, self.count, index), f"f{index}.{self.handle}"
+        return synthetic_did(KIND_FOLLOWER, self.key, self.count, index), f"f{index}.{self.handle}"
 
     def cursor_after(self, index):
         """The reference's keyset cursor for a page that ended with follower ``index``."""
@@ -224,10 +226,12 @@ class Targets:
     def resolve(self, actor):
         """What a handle or DID names: ("target", Target), ("follower", Target, index), or None."""
         if actor.startswith("did:"):
-            decoded = _decode(actor)
+            decoded = decode_did(actor)
             if decoded is None:
                 return None
             kind, key, count, index = decoded
+            if kind == KIND_ENGAGER:
+                return None
             target = self._from_key(key, count)
             if target is None:
                 return None

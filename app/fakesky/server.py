@@ -3,6 +3,8 @@
 Test hooks (never part of Bluesky's API; JSON in, JSON out):
   POST /_fake/accounts  {"handle", "password", "follows": [DID, ...]}  create or update
   POST /_fake/targets   {"handle", "followers"}   register a synthetic target
+  POST /_fake/posts     {"author", "rkey", "likes", "reposts", "quotes", "replies"}   a post with
+                        computed engagement (posts.py); answers its "uri" and "cid"
   POST /_fake/reset     forget everything but the start-up settings and seeds
   POST /_fake/revoke    {"handle"}   revoke the account's app password
   POST /_fake/status    {"handle", "status": "takendown" | "deactivated" | "active"}
@@ -20,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .fake import FakeBluesky, Request
+from .posts import KIND_NAMES
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -107,6 +110,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(
                     200, {"did": target.did, "handle": target.handle, "followers": target.count}
                 )
+            if (name, method) == ("posts", "POST"):
+                post = fake.add_post(
+                    body["author"],
+                    body["rkey"],
+                    *(body.get(kind, 0) for kind in KIND_NAMES),
+                )
+                return self._reply(200, post.summary())
             if (name, method) == ("reset", "POST"):
                 fake.reset()
                 return self._reply(200, {})

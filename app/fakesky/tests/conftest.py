@@ -24,10 +24,10 @@ class Xrpc:
             self.session = response.json()
         return response
 
-    # token="session": the signed-in session's access token; None: no token.
+    # token="session": the signed-in session's access token, if any; None: no token.
     def _headers(self, token):
         if token == "session":
-            token = self.session["accessJwt"]
+            token = self.session["accessJwt"] if self.session else None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def get(self, nsid, token="session", **params):  # noqa: S107

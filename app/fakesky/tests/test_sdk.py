@@ -78,3 +78,61 @@ def test_the_official_sdk_does_a_whole_blocking_session(fakesky):
     assert state["muted"] == [dids[5]]
     assert state["logins"] == 1
     assert state["refreshes"] >= 1
+
+
+def test_the_official_sdk_reads_a_pile_on(fakesky):
+    """getPosts, getLikes to the end by cursor, getRepostedBy, getQuotes and getPostThread of
+    a seeded post, every answer parsed into the SDK's models."""
+    fakesky.configure(indexing_delay_s=0)
+    fakesky.account("sdk.fake.test", PASSWORD)
+    uri = fakesky.post(
+        "crowd-20.fake.test", "3lpileon2abcd", likes=230, reposts=40, quotes=12, replies=9
+    )["uri"]
+    client = Client(base_url=fakesky.url)
+    client.login("sdk.fake.test", PASSWORD)
+
+    [post] = client.get_posts([uri]).posts
+    assert isinstance(post, models.AppBskyFeedDefs.PostView)
+    assert isinstance(post.record, models.AppBskyFeedPost.Record)
+    assert (post.like_count, post.repost_count, post.quote_count, post.reply_count) == (
+        230,
+        40,
+        12,
+        5,  # direct replies only: 2, 3, 6, 7 and 8
+    )
+
+    likers, cursor, pages = [], None, 0
+    while True:
+        page = client.get_likes(uri, cursor=cursor, limit=100)
+        likers += [like.actor.did for like in page.likes]
+        pages += 1
+        cursor = page.cursor
+        if not cursor:
+            break
+    assert (pages, len(likers), len(set(likers))) == (3, 230, 230)
+
+    reposters = client.get_reposted_by(uri, limit=100).reposted_by
+    assert len(reposters) == 40
+    assert isinstance(reposters[0], models.AppBskyActorDefs.ProfileView)
+    quotes = client.app.bsky.feed.get_quotes({"uri": uri, "limit": 100}).posts
+    assert len(quotes) == 12
+    assert isinstance(quotes[0].record.embed, models.AppBskyEmbedRecord.Main)
+    assert isinstance(quotes[0].embed, models.AppBskyEmbedRecord.View)
+    assert isinstance(quotes[0].embed.record, models.AppBskyEmbedRecord.ViewRecord)
+
+    client.app.bsky.graph.block.create(
+        client.me.did,
+        models.AppBskyGraphBlock.Record(
+            subject=fakesky.did("p3.3lpileon2abcd.crowd-20.fake.test"),
+            created_at=client.get_current_time_iso(),
+        ),
+    )
+    thread = client.get_post_thread(uri, depth=6).thread
+    assert isinstance(thread, models.AppBskyFeedDefs.ThreadViewPost)
+    first, blocked = thread.replies[:2]
+    assert isinstance(first, models.AppBskyFeedDefs.ThreadViewPost)
+    assert isinstance(first.post.record.reply, models.AppBskyFeedPost.ReplyRef)
+    assert isinstance(first.replies[0], models.AppBskyFeedDefs.ThreadViewPost)
+    assert isinstance(blocked, models.AppBskyFeedDefs.BlockedPost)
+    assert blocked.author.viewer.blocking
+    assert len({*likers, *(a.did for a in reposters)}) == 230 + 40 - 8  # 8 reposters liked too
