@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 Status = Campaign.Status
 
 PAGE_FAILED = "Bluesky kept failing while listing the target's followers; the rest was not blocked."
+POST_PAGE_FAILED = (
+    "Bluesky kept failing while listing who engaged with the post; the rest was not blocked."
+)
+POST_GONE = "The post no longer exists."
 
 
 def backoff_s(failures):
@@ -37,12 +41,24 @@ def usable_account(user_id):
 
 
 def finish_if_complete(campaign_id):
-    Campaign.objects.filter(
-        pk=campaign_id,
-        status=Status.RUNNING,
-        pages_done=True,
-        found__lte=F("acted") + F("skipped") + F("failed"),
-    ).update(status=Status.DONE, next_page_at=None)
+    """Done once every account found is processed: the tokens of the accounts it did not
+    block (already blocked, followed, failed, or found twice on a post) come back."""
+    with transaction.atomic():
+        finished = Campaign.objects.filter(
+            pk=campaign_id,
+            status=Status.RUNNING,
+            pages_done=True,
+            found__lte=F("acted") + F("skipped") + F("failed"),
+        ).update(status=Status.DONE, next_page_at=None)
+        if not finished:
+            return
+        campaign = Campaign.objects.get(pk=campaign_id)
+        unspent = max(0, campaign.tokens_debited - campaign.tokens_refunded - campaign.acted)
+        if unspent:
+            Campaign.objects.filter(pk=campaign_id).update(
+                tokens_refunded=F("tokens_refunded") + unspent
+            )
+            buckets.credit(campaign.user_id, unspent)
 
 
 def end(campaigns, status, error=""):
@@ -123,7 +139,7 @@ def start_campaign(self, campaign_id):
             or campaign.cursor
         ):
             return
-        if campaign.scope in (Scope.ACCOUNT, Scope.BOTH):
+        if Scope.takes_target(campaign.scope):
             mine = not held(campaign.user_id, campaign.action, [campaign.target_did])
             if mine:
                 new_batches(campaign, [(campaign.target_did, campaign.target_handle)], True)
@@ -138,18 +154,46 @@ def start_campaign(self, campaign_id):
     finish_if_complete(campaign_id)
 
 
-def _read_followers(account, campaign, cursor):
-    """Read up to a page of followers; stops early (keeping what it read) on a wait or an
-    error, which it returns for the caller to handle after saving the progress."""
-    followers, next_cursor, stopped = [], cursor or None, None
+def page_start(campaign, position):
+    """The list a page reads and its cursor there: the target's followers (the campaign's
+    position is their cursor), or one group of a post's engagers ("<group>:<cursor>")."""
+    if not campaign.post_uri:
+        return "followers", position or None
+    group, _, cursor = position.partition(":")
+    return group or campaign.post_groups[0], cursor or None
+
+
+def _position(campaign, group, cursor):
+    """Where the next page starts, or None when every list is read to its end."""
+    if not campaign.post_uri:
+        return cursor
+    if cursor:
+        return f"{group}:{cursor}"
+    following = campaign.post_groups[campaign.post_groups.index(group) + 1 :]
+    return f"{following[0]}:" if following else None
+
+
+def _read_page(account, campaign, position):
+    """Read up to a page of accounts from `position`, going on to a post's next group when
+    one ends. Stops early (keeping what it read) on a wait or an error, which it returns
+    for the caller to handle after saving the progress. Returns the accounts, how many
+    each list gave, where the next page starts and the error."""
+    profiles, counts, stopped = [], {}, None
+    group, cursor = page_start(campaign, position)
+    next_position = position or None
     try:
         with client_for(account, interactive=False) as client:
-            while len(followers) < settings.FOLLOWER_PAGE_SIZE:
-                page = client.followers_page(campaign.target_did, next_cursor, limit=100)
-                followers.extend(page.followers)
-                next_cursor = page.cursor
-                if not next_cursor:
+            while len(profiles) < settings.FOLLOWER_PAGE_SIZE:
+                if group == "followers":
+                    page = client.followers_page(campaign.target_did, cursor, limit=100)
+                else:
+                    page = client.engagers_page(group, campaign.post_uri, cursor, limit=100)
+                profiles.extend(page.followers)
+                counts[group] = counts.get(group, 0) + len(page.followers)
+                next_position = _position(campaign, group, page.cursor)
+                if not next_position:
                     break
+                group, cursor = page_start(campaign, next_position)
     except (
         RateLimited,
         ProviderError,
@@ -158,13 +202,32 @@ def _read_followers(account, campaign, cursor):
         pacing.AddressBudgetSpent,
     ) as error:
         stopped = error
-    return followers, next_cursor, stopped
+    return profiles, counts, next_position, stopped
+
+
+def taken_in(campaign, dids):
+    """The DIDs of these a post's campaign already took in from another of its lists (a
+    person who liked and replied): waiting in its batches, or blocked by it. Batches are
+    read first: a batch becomes records in one commit, so one of the two reads sees it."""
+    if not campaign.post_uri or not dids:
+        return set()
+    waiting = set()
+    for batch_dids in Batch.objects.filter(
+        owner_id=campaign.user_id, campaign_id=campaign.pk, dids__overlap=list(dids)
+    ).values_list("dids", flat=True):
+        waiting.update(batch_dids)
+    made = ActionRecord.objects.filter(
+        owner_id=campaign.user_id, kind=campaign.action, campaign_id=campaign.pk
+    ).filter(subject_did__in=list(dids))
+    return (waiting | set(made.values_list("subject_did", flat=True))) & set(dids)
 
 
 @task("blocking.fetch_follower_page", **DURABLE)
 def fetch_follower_page(self, campaign_id, cursor):
-    """Read one page of the target's followers into Batch rows; beat releases the next page
-    once this person's waiting work is under a page (blocking.upkeep.release_due_pages)."""
+    """Read one page of the target's followers (or of a post's engagers) into Batch rows;
+    beat releases the next page once this person's waiting work is under a page
+    (blocking.upkeep.release_due_pages). `cursor` is the campaign's position: a page
+    already taken in is not taken in again."""
     campaign = Campaign.objects.filter(pk=campaign_id).first()
     if (
         campaign is None
@@ -176,21 +239,20 @@ def fetch_follower_page(self, campaign_id, cursor):
     account = usable_account(campaign.user_id)
     if account is None:
         return
-    followers, next_cursor, stopped = _read_followers(account, campaign, cursor)
+    followers, counts, next_cursor, stopped = _read_page(account, campaign, cursor)
     if isinstance(stopped, CredentialsRevoked):
         return account_refused(account, stopped)
     if isinstance(stopped, NotFound):
-        end(
-            Campaign.objects.filter(pk=campaign_id),
-            Status.FAILED,
-            "The target account no longer exists.",
-        )
+        gone = POST_GONE if campaign.post_uri else "The target account no longer exists."
+        end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, gone)
         return
 
     wanted, skipped, seen = [], 0, set()
     for profile in followers:
         if profile.did in seen:
             continue
+        if campaign.post_uri and profile.did == campaign.target_did:
+            continue  # the post's author: taken in by start_campaign if the person chose so
         seen.add(profile.did)
         already = profile.blocking_uri if campaign.action == Action.BLOCK else profile.muted
         if profile.did == account.did or already or profile.following:
@@ -214,15 +276,21 @@ def fetch_follower_page(self, campaign_id, cursor):
         locked = Campaign.objects.select_for_update().get(pk=campaign_id)
         if locked.cursor != cursor or locked.pages_done or locked.status != Status.RUNNING:
             return  # another run took this page in meanwhile
+        repeats = taken_in(campaign, [p.did for p in wanted])
+        wanted = [p for p in wanted if p.did not in repeats]
         owned = held(campaign.user_id, campaign.action, [p.did for p in wanted])
         ours = [(p.did, p.handle) for p in wanted if p.did not in owned]
         skipped += len(wanted) - len(ours)
         new_batches(campaign, ours)
+        found_by = dict(locked.found_by)
+        for group, count in counts.items():
+            found_by[group] = found_by.get(group, 0) + count
         done_paging = stopped is None and not next_cursor
         new_cursor = (next_cursor or "") if followers or stopped is None else cursor
         by_countdown = settings.FOLLOWER_PAGE_RELEASE == "countdown" and not done_paging
         Campaign.objects.filter(pk=campaign_id).update(
-            found=F("found") + len(seen),
+            found=F("found") + len(seen) - len(repeats),
+            found_by=found_by,
             skipped=F("skipped") + skipped,
             cursor=new_cursor,
             pages_done=done_paging,
@@ -241,5 +309,6 @@ def fetch_follower_page(self, campaign_id, cursor):
                 )
             )
     if failures >= settings.MAX_NETWORK_FAILURES:
-        end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, PAGE_FAILED)
+        failed = POST_PAGE_FAILED if campaign.post_uri else PAGE_FAILED
+        end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, failed)
     finish_if_complete(campaign_id)

@@ -66,14 +66,40 @@ def for_campaign(campaign, account=None, now=None):
         return None
     now = now or timezone.now()
     remaining = max(0, campaign.expected - campaign.processed)
+    pages_left, next_page = 0, 0.0
+    if not campaign.pages_done:
+        pages_left = math.ceil(
+            max(0, campaign.expected - campaign.found) / settings.FOLLOWER_PAGE_SIZE
+        )
+        if campaign.next_page_at:
+            next_page = max(0.0, (campaign.next_page_at - now).total_seconds())
+    return _estimate(
+        campaign.user_id,
+        campaign.action,
+        remaining,
+        pages_left,
+        next_page,
+        account,
+        now,
+        exclude=campaign.pk,
+    )
+
+
+def for_new(user_id, action, accounts, account=None, now=None):
+    """How long a campaign of `accounts` would take if started now: the preview's figure."""
+    pages = math.ceil(accounts / settings.FOLLOWER_PAGE_SIZE)
+    return _estimate(user_id, action, accounts, pages, 0.0, account, now or timezone.now())
+
+
+def _estimate(user_id, action, remaining, pages_left, next_page, account, now, exclude=None):
     # The network's budget: this campaign and the person's other running blocks share it.
     writes = 0
-    if campaign.action == Action.BLOCK:
+    if action == Action.BLOCK:
         others = (
             Campaign.objects.filter(
-                user_id=campaign.user_id, status=Campaign.Status.RUNNING, action=Action.BLOCK
+                user_id=user_id, status=Campaign.Status.RUNNING, action=Action.BLOCK
             )
-            .exclude(pk=campaign.pk)
+            .exclude(pk=exclude)
             .aggregate(
                 left=Sum(F("expected") - F("acted") - F("skipped") - F("failed"), default=0)
             )["left"]
@@ -83,15 +109,9 @@ def for_campaign(campaign, account=None, now=None):
             settings.BLUESKY_WRITE_POINTS_PER_HOUR,
             settings.BLUESKY_WRITE_POINTS_PER_DAY,
         )
-    # The pages of followers still to fetch, one every page delay.
+    # The pages of accounts still to read, one every page delay.
     paging = 0
-    if not campaign.pages_done:
-        pages_left = math.ceil(
-            max(0, campaign.expected - campaign.found) / settings.FOLLOWER_PAGE_SIZE
-        )
-        next_page = (
-            max(0.0, (campaign.next_page_at - now).total_seconds()) if campaign.next_page_at else 0
-        )
+    if pages_left:
         paging = int(next_page + max(0, pages_left - 1) * settings.FOLLOWER_PAGE_DELAY_S)
     waiting = 0
     until = account.budget_wait_until(now) if account is not None else None
@@ -100,7 +120,7 @@ def for_campaign(campaign, account=None, now=None):
     # Even work inside the budget takes the workers a little while.
     seconds = max(writes, paging, 60 if remaining else 0) + waiting
     limit = "the demo network's limit" if settings.DEMO_NETWORK else "Bluesky's limit"
-    if campaign.action != Action.BLOCK:
+    if action != Action.BLOCK:
         text = f"About {duration_text(seconds)}"
     elif writes >= 86_400:
         text = f"About {duration_text(seconds)} at {limit} of ~{blocks_per_day():,} blocks a day"

@@ -1,10 +1,27 @@
+import re
+
 from bluesky.client import normalize_handle
 from bluesky.errors import BadRequest, CredentialsRevoked, NotFound, ProviderError, RateLimited
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
-from .models import Action, Scope
+from .models import Action, PostGroup, Scope
+
+SOURCE_CHOICES = [("account", "An account"), ("post", "A post")]
+ACCOUNT_SCOPES = [(s.value, s.label) for s in (Scope.ACCOUNT, Scope.FOLLOWERS, Scope.BOTH)]
+# https://bsky.app/profile/<handle or DID>/post/<record key>, as the app's "Copy link" gives.
+POST_URL = re.compile(
+    r"^https?://(?:www\.)?bsky\.app/profile/(?P<actor>[^/?#\s]+)"
+    r"/post/(?P<rkey>[A-Za-z0-9._:~-]{1,512})/?(?:[?#].*)?$"
+)
+AT_POST_URI = re.compile(
+    r"^at://(?P<actor>[^/\s]+)/app\.bsky\.feed\.post/(?P<rkey>[A-Za-z0-9._:~-]{1,512})$"
+)
+POST_HELP = (
+    "Paste the post's link (Share → Copy link in the Bluesky app): it looks like"
+    " https://bsky.app/profile/name.bsky.social/post/3l..., or an at:// address."
+)
 
 DURATION_CHOICES = [
     ("1", "1 week"),
@@ -60,15 +77,49 @@ class LinkAccountForm(forms.Form):
         return normalize_handle(self.cleaned_data["handle"])
 
 
+def parse_post(text):
+    """(actor, record key) of a post's link or at:// address; ValidationError otherwise."""
+    text = text.strip()
+    match = POST_URL.match(text) or AT_POST_URI.match(text)
+    if match is None:
+        raise forms.ValidationError(f"That is not a link to a Bluesky post. {POST_HELP}")
+    return normalize_handle(match["actor"]), match["rkey"]
+
+
 class CampaignForm(forms.Form):
+    source = forms.ChoiceField(
+        choices=SOURCE_CHOICES,
+        initial="account",
+        required=False,
+        label="Start from",
+        widget=forms.RadioSelect,
+    )
     target = forms.CharField(
         max_length=253,
+        required=False,
         label="Account",
         help_text="Their handle, e.g. loud.bsky.social (with or without the @)",
         widget=forms.TextInput(attrs={"autocapitalize": "none", "spellcheck": "false"}),
     )
+    scope = forms.ChoiceField(
+        choices=ACCOUNT_SCOPES, initial=Scope.BOTH, required=False, label="Who"
+    )
+    post = forms.CharField(
+        max_length=600,
+        required=False,
+        label="Post",
+        help_text=POST_HELP,
+        widget=forms.TextInput(attrs={"autocapitalize": "none", "spellcheck": "false"}),
+    )
+    post_groups = forms.MultipleChoiceField(
+        choices=PostGroup.choices,
+        required=False,
+        initial=[g.value for g in PostGroup],
+        label="Everyone who",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    with_author = forms.BooleanField(required=False, label="The post's author too")
     action = forms.ChoiceField(choices=Action.choices, initial=Action.BLOCK, label="Do")
-    scope = forms.ChoiceField(choices=Scope.choices, initial=Scope.BOTH, label="Who")
     duration = forms.ChoiceField(choices=DURATION_CHOICES, initial="4", label="For")
 
     def __init__(self, *args, client=None, account=None, **kwargs):
@@ -76,27 +127,20 @@ class CampaignForm(forms.Form):
         self.client = client
         self.account = account
         self.profile = None
+        self.post = None
+        self.replies = 0
 
     def clean_target(self):
         return normalize_handle(self.cleaned_data["target"])
 
-    def clean(self):
-        data = super().clean()
-        target = data.get("target")
-        if not target or self.errors:
-            return data
+    def _network(self, call, missing, invalid=None):
+        """Ask the network; its refusals become errors that say what to do next."""
         try:
-            self.profile = self.client.resolve(target)
+            return call()
         except NotFound:
-            raise forms.ValidationError(
-                f"There is no Bluesky account called @{target}. Check the spelling, or copy the"
-                " handle from their profile page."
-            ) from None
+            raise forms.ValidationError(missing) from None
         except BadRequest:
-            raise forms.ValidationError(
-                f"@{target} is not a valid Bluesky handle. A handle looks like"
-                " name.bsky.social: letters, digits and hyphens between dots."
-            ) from None
+            raise forms.ValidationError(invalid or missing) from None
         except RateLimited:
             raise forms.ValidationError(
                 "Bluesky is rate-limiting your account right now; try again in a few minutes."
@@ -109,6 +153,24 @@ class CampaignForm(forms.Form):
             raise forms.ValidationError(
                 "Bluesky did not answer; nothing was started. Try again."
             ) from None
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        if data.get("source") == "post":
+            return self._clean_post(data)
+        data["source"], data["scope"] = "account", data.get("scope") or Scope.BOTH
+        target = data.get("target")
+        if not target:
+            raise forms.ValidationError("Type the handle of the account to block.")
+        self.profile = self._network(
+            lambda: self.client.resolve(target),
+            missing=f"There is no Bluesky account called @{target}. Check the spelling, or copy"
+            " the handle from their profile page.",
+            invalid=f"@{target} is not a valid Bluesky handle. A handle looks like"
+            " name.bsky.social: letters, digits and hyphens between dots.",
+        )
         if self.profile.did == self.account.did:
             raise forms.ValidationError(
                 "That is your own account. Type the handle of the account you want to block."
@@ -121,9 +183,58 @@ class CampaignForm(forms.Form):
             )
         return data
 
+    def _clean_post(self, data):
+        if not data.get("post"):
+            raise forms.ValidationError(f"Paste the link of the post. {POST_HELP}")
+        actor, rkey = parse_post(data["post"])
+        if not data.get("post_groups"):
+            raise forms.ValidationError(
+                "Choose who to take: people who liked, reposted, quoted or replied."
+            )
+        missing = "There is no such post, or it was deleted. Check the link."
+        if not actor.startswith("did:"):
+            actor = self._network(lambda: self.client.resolve(actor), missing).did
+        uri = f"at://{actor}/app.bsky.feed.post/{rkey}"
+        self.post = self._network(lambda: self.client.post(uri), missing)
+        self.profile = self.post.author
+        if PostGroup.REPLIES in data["post_groups"]:
+            # The post counts its direct replies only; the thread has the answers to them.
+            thread = self._network(lambda: self.client.engagers_page("replies", uri), missing)
+            self.replies = len(thread.followers)
+        if self.profile.did == self.account.did:
+            raise forms.ValidationError(
+                "That is your own post. Paste the link of the post the pile-on started from."
+            )
+        if self.engagers > settings.FOLLOWER_CAP:
+            raise forms.ValidationError(
+                f"This post has about {self.engagers:,} likes, reposts, quotes and replies;"
+                f" the limit is {settings.FOLLOWER_CAP:,}. Choose fewer of them."
+            )
+        # The groups in the order a campaign reads them, whatever order the form sent.
+        data["post_groups"] = [g.value for g in PostGroup if g.value in data["post_groups"]]
+        data["scope"] = Scope.POST_AUTHOR if data.get("with_author") else Scope.POST
+        return data
+
+    def counts(self):
+        """What the AppView counts for each chosen group of the post."""
+        post, groups = self.post, self.cleaned_data.get("post_groups") or []
+        every = {
+            PostGroup.LIKES: post.like_count,
+            PostGroup.REPOSTS: post.repost_count,
+            PostGroup.QUOTES: post.quote_count,
+            PostGroup.REPLIES: self.replies,
+        }
+        return {group: every[group] for group in groups}
+
+    @property
+    def engagers(self):
+        return sum(self.counts().values())
+
     @property
     def cost(self):
         scope = self.cleaned_data["scope"]
+        if self.post is not None:
+            return self.engagers + (1 if scope == Scope.POST_AUTHOR else 0)
         return (self.profile.followers_count if scope != Scope.ACCOUNT else 0) + (
             1 if scope != Scope.FOLLOWERS else 0
         )

@@ -88,6 +88,23 @@ class Scope(models.TextChoices):
     ACCOUNT = "account", "The account"
     FOLLOWERS = "followers", "Its followers"
     BOTH = "both", "The account and its followers"
+    # A post's campaign: who engaged with it (Campaign.post_groups), and perhaps its author.
+    POST = "post", "Who engaged with the post"
+    POST_AUTHOR = "postauthor", "The post's author and who engaged with it"
+
+    @classmethod
+    def takes_target(cls, scope):
+        """The target account itself (the post's author for a post) is blocked too."""
+        return scope in (cls.ACCOUNT, cls.BOTH, cls.POST_AUTHOR)
+
+
+class PostGroup(models.TextChoices):
+    """Who engaged with a post, in the order a campaign reads them."""
+
+    LIKES = "likes", "Liked it"
+    REPOSTS = "reposts", "Reposted it"
+    QUOTES = "quotes", "Quoted it"
+    REPLIES = "replies", "Replied in its thread"
 
 
 class Campaign(models.Model):
@@ -99,8 +116,15 @@ class Campaign(models.Model):
 
     # Index kept: "my campaigns" lists by user.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # The account, or the post's author for a post's campaign.
     target_handle = models.CharField(max_length=253)
     target_did = models.CharField(max_length=255)
+    # A post's campaign: the post (at:// URI) and which of its engagers to take, in
+    # PostGroup order; `cursor` is then "<group>:<that list's cursor>".
+    post_uri = models.CharField(max_length=512, blank=True)
+    post_groups = ArrayField(models.CharField(max_length=10), default=list, blank=True)
+    # Accounts each list gave (a person who liked and replied counts in both).
+    found_by = models.JSONField(default=dict, blank=True)
     action = models.CharField(max_length=5, choices=Action.choices)
     scope = models.CharField(max_length=10, choices=Scope.choices)
     duration_weeks = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -135,6 +159,8 @@ class Campaign(models.Model):
         ]
 
     def __str__(self):
+        if self.post_uri:
+            return f"{self.action} engagers of a post by @{self.target_handle}"
         return f"{self.action} @{self.target_handle} ({self.get_scope_display()})"
 
     @property

@@ -16,7 +16,7 @@ from core.signin import fresh_sign_in
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
 from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm
-from .models import ActionRecord, Campaign, LinkedAccount
+from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope
 from .network import client_for, new_client
 
 
@@ -117,6 +117,9 @@ def campaign_new(request):
     with client_for(account) as client:
         form = CampaignForm(request.POST or None, client=client, account=account)
         valid = request.method == "POST" and form.is_valid()
+    preview = None
+    if valid and "preview" in request.POST:
+        preview, valid = _preview(request.user, form, account), False
     if valid:
         campaign = _start(request.user, form)
         if campaign:
@@ -138,7 +141,39 @@ def campaign_new(request):
             None,
             f"This needs {form.cost:,} tokens and you have {balance.tokens:,}; {when}",
         )
-    return render(request, "blocking/campaign_new.html", {"form": form, "balance": balance})
+    return render(
+        request,
+        "blocking/campaign_new.html",
+        {"form": form, "balance": balance, "preview": preview},
+    )
+
+
+def _preview(user, form, account):
+    """What a campaign would take before anything is spent: who, how many, the tokens,
+    the time at the network's limit."""
+    data, cost = form.cleaned_data, form.cost
+    parts = []
+    if form.post is not None:
+        parts = [f"{count:,} {group}" for group, count in form.counts().items()]
+        if data["scope"] == Scope.POST_AUTHOR:
+            parts.append(f"the author @{form.profile.handle}")
+        what = f"a post by @{form.profile.handle}"
+    else:
+        if data["scope"] != Scope.FOLLOWERS:
+            parts.append(f"@{form.profile.handle}")
+        if data["scope"] != Scope.ACCOUNT:
+            parts.append(f"{form.profile.followers_count:,} followers")
+        what = f"@{form.profile.handle}"
+    balance = buckets.balance(user)
+    return {
+        "what": what,
+        "accounts": cost,
+        "parts": parts,
+        "tokens": cost,
+        "affordable": balance.tokens >= cost,
+        "estimate": estimate.for_new(user.pk, data["action"], cost, account).text,
+        "overlap": form.post is not None and len(form.counts()) > 1,
+    }
 
 
 def _start(user, form):
@@ -155,6 +190,8 @@ def _start(user, form):
             user=user,
             target_handle=form.profile.handle,
             target_did=form.profile.did,
+            post_uri=form.post.uri if form.post else "",
+            post_groups=data["post_groups"] if form.post else [],
             action=data["action"],
             scope=data["scope"],
             duration_weeks=weeks,
@@ -172,10 +209,15 @@ def _start(user, form):
 def campaign(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
     account = LinkedAccount.objects.filter(user=request.user).first()
+    groups = [PostGroup(group).label.lower() for group in campaign.post_groups]
     return render(
         request,
         "blocking/campaign.html",
-        {"campaign": campaign, "progress": _progress(campaign, account)},
+        {
+            "campaign": campaign,
+            "progress": _progress(campaign, account),
+            "groups_text": "Everyone who " + ", ".join(groups) if groups else "",
+        },
     )
 
 
@@ -229,6 +271,7 @@ def _progress(campaign, account):
         "percent": campaign.percent,
         "expected": campaign.expected,
         "found": campaign.found,
+        "found_by": _found_by(campaign),
         "acted": campaign.acted,
         "skipped": campaign.skipped,
         "failed": campaign.failed,
@@ -240,6 +283,13 @@ def _progress(campaign, account):
         "next_page_text": _at(next_page, now) if next_page else "",
         "error": campaign.error,
     }
+
+
+def _found_by(campaign):
+    """'2,000 likes, 500 reposts, 0 quotes': what each of a post's lists gave so far."""
+    return ", ".join(
+        f"{campaign.found_by.get(group, 0):,} {group}" for group in campaign.post_groups
+    )
 
 
 def _at(moment, now):

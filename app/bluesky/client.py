@@ -31,7 +31,7 @@ from .errors import (
     ServerError,
     UnsafePds,
 )
-from .provider import FollowerPage, Profile, Session
+from .provider import FollowerPage, Post, Profile, Session
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,38 @@ def _profile(data: dict) -> Profile:
         following=bool(viewer.get("following")),
         muted=bool(viewer.get("muted")),
     )
+
+
+def _post(data: dict) -> Post:
+    return Post(
+        uri=data["uri"],
+        author=_profile(data["author"]),
+        like_count=int(data.get("likeCount") or 0),
+        repost_count=int(data.get("repostCount") or 0),
+        quote_count=int(data.get("quoteCount") or 0),
+        reply_count=int(data.get("replyCount") or 0),
+    )
+
+
+def _reply_authors(thread: dict, found: list) -> list:
+    """The author of every post under a thread view, depth first, in the AppView's order.
+    Blocked and missing replies (#blockedPost, #notFoundPost) have no author to take."""
+    for reply in thread.get("replies") or []:
+        if "post" in reply:
+            found.append(_profile(reply["post"]["author"]))
+            _reply_authors(reply, found)
+    return found
+
+
+# Who engaged with a post: the AppView method that lists each group, the key of its list,
+# and how to find the account in one entry of it.
+_ENGAGERS = {
+    "likes": ("app.bsky.feed.getLikes", "likes", lambda item: item["actor"]),
+    "reposts": ("app.bsky.feed.getRepostedBy", "repostedBy", lambda item: item),
+    "quotes": ("app.bsky.feed.getQuotes", "posts", lambda item: item["author"]),
+}
+# getPostThread has no pagination; this deep a thread is read in one call.
+THREAD_DEPTH = 100
 
 
 def pds_from_did_doc(did_doc) -> str | None:
@@ -348,6 +380,31 @@ class BlueskyClient:
         data = self._call("GET", "app.bsky.graph.getFollowers", params=params)
         return FollowerPage(
             followers=[_profile(item) for item in data.get("followers", [])],
+            cursor=data.get("cursor"),
+        )
+
+    def post(self, uri: str) -> Post:
+        """The post at this at:// URI, with its counts; NotFound if the AppView has none."""
+        data = self._call("GET", "app.bsky.feed.getPosts", params={"uris": [uri]})
+        posts = data.get("posts") or []
+        if not posts:
+            raise NotFound(f"app.bsky.feed.getPosts: Post not found: {uri}")
+        return _post(posts[0])
+
+    def engagers_page(self, group: str, uri: str, cursor: str | None = None, limit: int = 100):
+        """One page of the accounts that liked, reposted or quoted a post; for "replies",
+        every author in its thread at once (getPostThread has no cursor)."""
+        if group == "replies":
+            params = {"uri": uri, "depth": THREAD_DEPTH, "parentHeight": 0}
+            data = self._call("GET", "app.bsky.feed.getPostThread", params=params)
+            return FollowerPage(followers=_reply_authors(data["thread"], []), cursor=None)
+        nsid, key, actor = _ENGAGERS[group]
+        params = {"uri": uri, "limit": min(max(limit, 1), 100)}
+        if cursor:
+            params["cursor"] = cursor
+        data = self._call("GET", nsid, params=params)
+        return FollowerPage(
+            followers=[_profile(actor(item)) for item in data.get(key, [])],
             cursor=data.get("cursor"),
         )
 

@@ -25,6 +25,19 @@ class FollowerPage:
     cursor: str | None
 
 
+@dataclass(frozen=True)
+class Post:
+    """A post as the AppView counts it (app.bsky.feed.defs#postView)."""
+
+    uri: str
+    author: Profile
+    like_count: int = 0
+    repost_count: int = 0
+    quote_count: int = 0
+    # Direct replies only (the AppView's count); replies to replies are in the thread.
+    reply_count: int = 0
+
+
 @dataclass
 class Session:
     """What a signed-in session needs, and what the app stores (encrypted)."""
@@ -45,6 +58,12 @@ class Provider(Protocol):
 
     def followers_page(
         self, actor: str, cursor: str | None = None, limit: int = 100
+    ) -> FollowerPage: ...
+
+    def post(self, uri: str) -> Post: ...
+
+    def engagers_page(
+        self, group: str, uri: str, cursor: str | None = None, limit: int = 100
     ) -> FollowerPage: ...
 
     def block_many(self, dids: list[str]) -> dict[str, str]:

@@ -36,6 +36,7 @@
     set("next_page", p.next_page_text);
     set("waiting", p.waiting_text);
     set("found", count(p.found));
+    if (document.getElementById("found_by")) set("found_by", p.found_by);
     set("acted", count(p.acted));
     set("skipped", count(p.skipped));
     set("failed", count(p.failed));
