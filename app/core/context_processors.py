@@ -11,6 +11,7 @@ def demo_network(request):
             "handle": settings.DEMO_ACCOUNT_HANDLE,
             "app_password": settings.DEMO_ACCOUNT_APP_PASSWORD,
             "targets": settings.DEMO_TARGETS,
+            "posts": settings.DEMO_POSTS,
             "blocks_per_hour": estimate.blocks_per_hour(),
         }
     }

@@ -175,6 +175,7 @@ DEMO_NETWORK = env("SHOESTRING_DEMO_NETWORK", "") == "1"
 DEMO_ACCOUNT_HANDLE = env("SHOESTRING_DEMO_ACCOUNT_HANDLE", "")
 DEMO_ACCOUNT_APP_PASSWORD = env("SHOESTRING_DEMO_ACCOUNT_APP_PASSWORD", "")
 DEMO_TARGETS = env_list("SHOESTRING_DEMO_TARGETS", "")
+DEMO_POSTS = env_list("SHOESTRING_DEMO_POSTS", "")
 # Fernet key that encrypts app passwords and session tokens at rest. Only the
 # services that call the network get it (see docs/runbook.md).
 SHOESTRING_CREDENTIALS_KEY = env("SHOESTRING_CREDENTIALS_KEY", "")

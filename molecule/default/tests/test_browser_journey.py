@@ -3,7 +3,8 @@ against the converged host through nginx over HTTPS, on the demo network.
 
 Sign up (and meet a form error), sign in, link the demo account, block a
 3,000-follower target and its followers for a week, watch the bar reach 100%
-without a reload, search the blocks, undo one, undo everything, sign out. On the
+without a reload, search the blocks, undo one, undo everything, sign out; then a
+second person blocks everyone who liked or quoted the demo post, after a preview. On the
 way: axe-core finds no accessibility violation on any page, no page breaks the
 Content-Security-Policy, the pages fit a phone's screen, another person gets 404
 for the campaign, a foreign Origin is refused, a foreign Host gets 400 and the
@@ -37,6 +38,8 @@ TARGET = "crowd-3000.fake.test"
 # Long enough to be still running when the journey cancels it.
 LONG_TARGET = "crowd-20000.fake.test"
 FOLLOWERS = 3000
+# The post group_vars/all seeds on the demo network (shoestring_demo_post).
+POST_LIKES, POST_QUOTES = 2000, 200
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
@@ -479,6 +482,37 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     assert "belongs to someone else" in journey.text()
     journey.driver.get_log("browser")  # the 404 itself is the one expected console error
     journey.shot("other-person-404")
+
+    # The second person stops a pile-on where it started: the post the banner names,
+    # previewed, then everyone who liked or quoted it blocked for a week.
+    journey.open("/link/")
+    journey.fill("Bluesky handle", handle)
+    journey.fill("App password", demo_credentials(journey)[1])
+    journey.press("Link")
+    journey.wait_for(lambda: "/campaigns/new/" in journey.driver.current_url, 30, "linked")
+    post_link = journey.find("aside.demo code.demo-post").text
+    journey.find("#id_source_1").click()  # Start from: A post
+    journey.fill("Post", post_link)
+    for group in ("reposts", "replies"):  # likes and quotes stay ticked
+        journey.find(f"input[name=post_groups][value={group}]").click()
+    Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.press("Preview")
+    preview = journey.find("#preview-summary").text
+    assert re.fullmatch(
+        rf"About {POST_LIKES + POST_QUOTES:,} accounts from a post by @\S+:"
+        rf" {POST_LIKES:,} likes, {POST_QUOTES:,} quotes\.",
+        preview,
+    ), preview
+    journey.shot("post-preview")
+    journey.fits_a_phone("post-preview")
+    journey.press("Start")
+    journey.wait_for(
+        lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "post campaign"
+    )
+    journey.wait_for(lambda: journey.find("#status").text == "Done", 300, "the post's campaign")
+    assert journey.find("#found_by").text == f"{POST_LIKES:,} likes, {POST_QUOTES:,} quotes"
+    journey.shot("post-campaign-done")
+    assert fake_state(host, handle)["duplicates"] == 0
     journey.open("/")
     sign_out(journey)
 
