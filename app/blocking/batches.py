@@ -32,8 +32,16 @@ from django.utils import timezone
 from core.task_metrics import count_actions
 
 from . import pacing
-from .campaigns import account_refused, backoff_s, finish_if_complete, held, usable_account
-from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
+from .campaigns import (
+    account_refused,
+    backoff_s,
+    count_skips,
+    finish_if_complete,
+    held,
+    trusted,
+    usable_account,
+)
+from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount, SkipReason
 from .network import client_for
 from .taskbase import DURABLE, GuardedTask, task
 
@@ -108,8 +116,12 @@ def act_on_batch(self, batch_id):
         return
     kind = KIND_OF_OP[batch.op]
     owned = held(batch.owner_id, kind, batch.dids)
+    # Put on the never-block list since the page was taken in: still never touched.
+    kept = trusted(batch.owner_id, set(batch.dids) - owned)
     todo = [
-        (did, rkey) for did, rkey in zip(batch.dids, batch.rkeys, strict=True) if did not in owned
+        (did, rkey)
+        for did, rkey in zip(batch.dids, batch.rkeys, strict=True)
+        if did not in owned and did not in kept
     ]
     done, failed, reason = {}, [], ""
     try:
@@ -140,7 +152,8 @@ def act_on_batch(self, batch_id):
             batch = _claimed(batch_id) or batch
         _waited(batch, account, error)
         return
-    _save(batch, done, failed, skipped=len(owned), reason=reason)
+    skips = {SkipReason.ALREADY: len(owned), SkipReason.TRUSTED: len(kept)}
+    _save(batch, done, failed, skips=skips, reason=reason)
     pacing.dispatch(batch.owner_id)
 
 
@@ -154,7 +167,7 @@ RETURNING subject_did
 """
 
 
-def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason=""):
+def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reason=""):
     """One transaction: the batch row gone (or shrunk to what is left), a record per block
     made, the campaign's counters moved.
 
@@ -166,6 +179,7 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason
     through another campaign meanwhile: this second record is lifted again.
     """
     handles = dict(zip(batch.dids, batch.handles, strict=True))
+    skips = skips or {}
     rest = [i for i, did in enumerate(batch.dids) if did not in done and did not in failed]
     kind = KIND_OF_OP[batch.op]
     with transaction.atomic():
@@ -205,7 +219,7 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason
         doubles = [did for did in conflicted if done[did] and held_keys.get(did) != done[did]]
         changes = {"acted": F("acted") + len(inserted)}
         if changed:
-            changes["skipped"] = F("skipped") + skipped + len(doubles)
+            changes["skipped"] = F("skipped") + sum(skips.values()) + len(doubles)
             changes["failed"] = F("failed") + len(failed)
             if gave_up:
                 changes["error"] = GAVE_UP.format(count=len(failed))
@@ -213,6 +227,11 @@ def _save(batch, done, failed, skipped=0, keep_rest=False, gave_up=False, reason
                 changes["error"] = reason
         if inserted or changed:
             Campaign.objects.filter(pk=batch.campaign_id).update(**changes)
+        if changed:
+            count_skips(
+                batch.campaign_id,
+                {**skips, SkipReason.ALREADY: skips.get(SkipReason.ALREADY, 0) + len(doubles)},
+            )
         if doubles:
             Batch.objects.create(
                 owner_id=batch.owner_id,

@@ -3,6 +3,7 @@ and the ways it ends (done, failed, cancelled), with the unspent tokens given ba
 
 import logging
 import random
+from collections import Counter
 from datetime import timedelta
 
 from bluesky.errors import CredentialsRevoked, NotFound, ProviderError, RateLimited
@@ -13,7 +14,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import buckets, pacing
-from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount, Scope
+from .models import (
+    Action,
+    ActionRecord,
+    Batch,
+    Campaign,
+    LinkedAccount,
+    Scope,
+    SkipReason,
+    Trusted,
+)
 from .network import client_for
 from .taskbase import DURABLE, task
 
@@ -117,6 +127,34 @@ def new_batches(campaign, subjects, interactive=False):
     return len(batches)
 
 
+def trusted(owner_id, dids):
+    """The DIDs of these on the person's never-block list."""
+    if not dids:
+        return set()
+    found = Trusted.objects.filter(owner_id=owner_id, did__in=list(dids))
+    return set(found.values_list("did", flat=True))
+
+
+def merged(counts, more):
+    """counts + more, as the JSON a campaign keeps (only the non-zero ones added)."""
+    counts = dict(counts)
+    for key, value in more.items():
+        if value:
+            counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+def count_skips(campaign_id, reasons):
+    """Add to a campaign's skipped_by (its row locked: another worker may add too)."""
+    if not any(reasons.values()):
+        return
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
+        if campaign is not None:
+            campaign.skipped_by = merged(campaign.skipped_by, reasons)
+            campaign.save(update_fields=["skipped_by"])
+
+
 def held(owner_id, kind, dids):
     """The DIDs of these the person already holds a block (or mute) of."""
     return set(
@@ -140,10 +178,18 @@ def start_campaign(self, campaign_id):
         ):
             return
         if Scope.takes_target(campaign.scope):
-            mine = not held(campaign.user_id, campaign.action, [campaign.target_did])
-            if mine:
+            target, reason = [campaign.target_did], None
+            if trusted(campaign.user_id, target):
+                reason = SkipReason.TRUSTED
+            elif held(campaign.user_id, campaign.action, target):
+                reason = SkipReason.ALREADY
+            if reason is None:
                 new_batches(campaign, [(campaign.target_did, campaign.target_handle)], True)
-            Campaign.objects.filter(pk=campaign_id).update(found=1, skipped=0 if mine else 1)
+            Campaign.objects.filter(pk=campaign_id).update(
+                found=1,
+                skipped=0 if reason is None else 1,
+                skipped_by={reason: 1} if reason else {},
+            )
         if campaign.scope == Scope.ACCOUNT:
             Campaign.objects.filter(pk=campaign_id).update(pages_done=True, next_page_at=None)
         else:
@@ -247,7 +293,7 @@ def fetch_follower_page(self, campaign_id, cursor):
         end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, gone)
         return
 
-    wanted, skipped, seen = [], 0, set()
+    wanted, reasons, seen = [], Counter(), set()
     for profile in followers:
         if profile.did in seen:
             continue
@@ -255,8 +301,12 @@ def fetch_follower_page(self, campaign_id, cursor):
             continue  # the post's author: taken in by start_campaign if the person chose so
         seen.add(profile.did)
         already = profile.blocking_uri if campaign.action == Action.BLOCK else profile.muted
-        if profile.did == account.did or already or profile.following:
-            skipped += 1
+        if profile.did == account.did:
+            reasons[SkipReason.YOURSELF] += 1
+        elif already:
+            reasons[SkipReason.ALREADY] += 1
+        elif profile.following:
+            reasons[SkipReason.FOLLOWING] += 1
         else:
             wanted.append(profile)
     now = timezone.now()
@@ -278,9 +328,12 @@ def fetch_follower_page(self, campaign_id, cursor):
             return  # another run took this page in meanwhile
         repeats = taken_in(campaign, [p.did for p in wanted])
         wanted = [p for p in wanted if p.did not in repeats]
+        kept = trusted(campaign.user_id, [p.did for p in wanted])
+        reasons[SkipReason.TRUSTED] += len(kept)
+        wanted = [p for p in wanted if p.did not in kept]
         owned = held(campaign.user_id, campaign.action, [p.did for p in wanted])
         ours = [(p.did, p.handle) for p in wanted if p.did not in owned]
-        skipped += len(wanted) - len(ours)
+        reasons[SkipReason.ALREADY] += len(wanted) - len(ours)
         new_batches(campaign, ours)
         found_by = dict(locked.found_by)
         for group, count in counts.items():
@@ -291,7 +344,8 @@ def fetch_follower_page(self, campaign_id, cursor):
         Campaign.objects.filter(pk=campaign_id).update(
             found=F("found") + len(seen) - len(repeats),
             found_by=found_by,
-            skipped=F("skipped") + skipped,
+            skipped=F("skipped") + sum(reasons.values()),
+            skipped_by=merged(locked.skipped_by, reasons),
             cursor=new_cursor,
             pages_done=done_paging,
             next_page_at=None if done_paging or by_countdown else next_at,

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
-from .models import Action, PostGroup, Scope
+from .models import Action, PostGroup, Scope, Trusted
 
 SOURCE_CHOICES = [("account", "An account"), ("post", "A post")]
 ACCOUNT_SCOPES = [(s.value, s.label) for s in (Scope.ACCOUNT, Scope.FOLLOWERS, Scope.BOTH)]
@@ -175,6 +175,11 @@ class CampaignForm(forms.Form):
             raise forms.ValidationError(
                 "That is your own account. Type the handle of the account you want to block."
             )
+        if Trusted.objects.filter(owner=self.account.user_id, did=self.profile.did).exists():
+            raise forms.ValidationError(
+                f"@{self.profile.handle} is on your never-block list. Remove them from it first"
+                " if you really mean to block them."
+            )
         if data["scope"] != Scope.ACCOUNT and self.profile.followers_count > settings.FOLLOWER_CAP:
             raise forms.ValidationError(
                 f"@{self.profile.handle} has {self.profile.followers_count:,} followers; "
@@ -238,3 +243,39 @@ class CampaignForm(forms.Form):
         return (self.profile.followers_count if scope != Scope.ACCOUNT else 0) + (
             1 if scope != Scope.FOLLOWERS else 0
         )
+
+
+class TrustedForm(forms.Form):
+    handle = forms.CharField(
+        max_length=253,
+        label="Handle",
+        help_text="e.g. friend.bsky.social (with or without the @): checked on Bluesky now.",
+        widget=forms.TextInput(attrs={"autocapitalize": "none", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, client=None, account=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.client = client
+        self.account = account
+        self.profile = None
+
+    def clean_handle(self):
+        handle = normalize_handle(self.cleaned_data["handle"])
+        try:
+            self.profile = self.client.resolve(handle)
+        except (NotFound, BadRequest):
+            raise forms.ValidationError(
+                f"There is no Bluesky account called @{handle}. Check the spelling, or copy the"
+                " handle from their profile page."
+            ) from None
+        except (RateLimited, ProviderError):
+            raise forms.ValidationError(
+                "Bluesky did not answer; nothing was added. Try again in a minute."
+            ) from None
+        except CredentialsRevoked:
+            raise forms.ValidationError(
+                "Bluesky refused your app password. Link your account again with a new one."
+            ) from None
+        if self.profile.did == self.account.did:
+            raise forms.ValidationError("That is you: your own account is never blocked.")
+        return handle

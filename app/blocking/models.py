@@ -125,6 +125,8 @@ class Campaign(models.Model):
     post_groups = ArrayField(models.CharField(max_length=10), default=list, blank=True)
     # Accounts each list gave (a person who liked and replied counts in both).
     found_by = models.JSONField(default=dict, blank=True)
+    # Why accounts were skipped: SkipReason -> count (they add up to `skipped`).
+    skipped_by = models.JSONField(default=dict, blank=True)
     action = models.CharField(max_length=5, choices=Action.choices)
     scope = models.CharField(max_length=10, choices=Scope.choices)
     duration_weeks = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -174,6 +176,32 @@ class Campaign(models.Model):
         if not self.expected:
             return 0
         return min(100, int(100 * self.processed / self.expected))
+
+
+class SkipReason(models.TextChoices):
+    FOLLOWING = "following", "you follow them"
+    TRUSTED = "trusted", "on your never-block list"
+    ALREADY = "already", "already blocked or muted"
+    YOURSELF = "yourself", "your own account"
+
+
+class Trusted(models.Model):
+    """An account a person never wants blocked or muted by a campaign, whatever list it is
+    found on: checked when a page is taken in and again just before each batch is sent."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    did = models.CharField(max_length=255)
+    handle = models.CharField(max_length=253)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Its index serves the page's list and every "which of these are trusted".
+            models.UniqueConstraint(fields=["owner", "did"], name="one_trusted_per_account"),
+        ]
+
+    def __str__(self):
+        return f"@{self.handle}"
 
 
 def campaign_link():

@@ -14,4 +14,6 @@ urlpatterns = [
     path("blocks/", views.blocks, name="blocks"),
     path("blocks/<int:pk>/undo/", views.undo_one, name="undo_one"),
     path("blocks/undo-all/", views.undo_all, name="undo_all"),
+    path("never-block/", views.never_block, name="never_block"),
+    path("never-block/<int:pk>/remove/", views.never_block_remove, name="never_block_remove"),
 ]

@@ -15,8 +15,8 @@ from core.signin import fresh_sign_in
 
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
 from .campaigns import end as end_campaigns
-from .forms import CampaignForm, LinkAccountForm, SignupForm
-from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope
+from .forms import CampaignForm, LinkAccountForm, SignupForm, TrustedForm
+from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope, SkipReason, Trusted
 from .network import client_for, new_client
 
 
@@ -274,6 +274,7 @@ def _progress(campaign, account):
         "found_by": _found_by(campaign),
         "acted": campaign.acted,
         "skipped": campaign.skipped,
+        "skipped_text": _skipped_text(campaign),
         "failed": campaign.failed,
         "summary": _summary(campaign),
         "estimate": left.text if left else "",
@@ -283,6 +284,17 @@ def _progress(campaign, account):
         "next_page_text": _at(next_page, now) if next_page else "",
         "error": campaign.error,
     }
+
+
+def _skipped_text(campaign):
+    """'12 (8 you follow them, 3 on your never-block list, 1 already blocked or muted)'."""
+    reasons = [
+        f"{campaign.skipped_by[reason]:,} {reason.label}"
+        for reason in SkipReason
+        if campaign.skipped_by.get(reason)
+    ]
+    count = f"{campaign.skipped:,}"
+    return f"{count} ({', '.join(reasons)})" if reasons else count
 
 
 def _found_by(campaign):
@@ -363,3 +375,36 @@ def undo_all(request):
         " Bluesky confirms each one.",
     )
     return redirect("blocks")
+
+
+@login_required
+def never_block(request):
+    """The person's never-block list: accounts no campaign blocks or mutes, whatever list
+    they are found on. A handle is checked on Bluesky when it is added."""
+    account = LinkedAccount.objects.filter(user=request.user).first()
+    form = None
+    if account is not None:
+        with client_for(account) as client:
+            form = TrustedForm(request.POST or None, client=client, account=account)
+            valid = request.method == "POST" and form.is_valid()
+        if valid:
+            profile = form.profile
+            _, added = Trusted.objects.update_or_create(
+                owner=request.user, did=profile.did, defaults={"handle": profile.handle}
+            )
+            text = "is on" if added else "was already on"
+            messages.success(request, f"@{profile.handle} {text} your never-block list.")
+            return redirect("never_block")
+    rows = Trusted.objects.filter(owner=request.user).order_by("handle")
+    return render(
+        request, "blocking/never_block.html", {"form": form, "rows": rows, "account": account}
+    )
+
+
+@login_required
+@require_POST
+def never_block_remove(request, pk):
+    row = get_object_or_404(Trusted, pk=pk, owner=request.user)
+    row.delete()
+    messages.success(request, f"@{row.handle} is off your never-block list.")
+    return redirect("never_block")

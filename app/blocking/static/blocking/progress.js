@@ -38,7 +38,7 @@
     set("found", count(p.found));
     if (document.getElementById("found_by")) set("found_by", p.found_by);
     set("acted", count(p.acted));
-    set("skipped", count(p.skipped));
+    set("skipped", p.skipped_text);
     set("failed", count(p.failed));
     const error = document.getElementById("error");
     if (error.textContent !== (p.error || "")) error.textContent = p.error || "";

@@ -1,0 +1,94 @@
+"""The never-block list: people a campaign never blocks, whichever list they turn up on,
+checked when a page is taken in and again just before a batch is sent; every skip counted
+with its reason on the campaign's page."""
+
+from unittest import mock
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from blocking import batches, pacing, tasks
+from blocking.models import Batch, Campaign, Trusted
+from blocking.network import client_for
+
+pytestmark = pytest.mark.django_db
+TARGET = "crowd-120.fake.test"
+
+
+def handle(index):
+    return f"f{index}.{TARGET}"
+
+
+def test_a_handle_is_checked_on_bluesky_when_added_and_can_be_removed(client, person):
+    user = person()
+    page = client.post("/never-block/", {"handle": "@F3.Crowd-120.fake.test"}, follow=True)
+    assert f"@{handle(3)} is on your never-block list." in page.content.decode()
+    row = Trusted.objects.get(owner=user)
+    with client_for(user.account) as network:
+        assert row.did == network.resolve(handle(3)).did
+    again = client.post("/never-block/", {"handle": handle(3)}, follow=True).content.decode()
+    assert f"@{handle(3)} was already on your never-block list." in again
+    assert Trusted.objects.filter(owner=user).count() == 1
+
+    unknown = client.post("/never-block/", {"handle": "nobody.example.org"}).content.decode()
+    assert "There is no Bluesky account called @nobody.example.org." in unknown
+    own = client.post("/never-block/", {"handle": user.handle}).content.decode()
+    assert "That is you: your own account is never blocked." in own
+    assert Trusted.objects.filter(owner=user).count() == 1
+
+    # Another person can neither see nor remove it.
+    other = get_user_model().objects.create_user("mallory", password="pw-mallory")
+    client.force_login(other)
+    assert handle(3) not in client.get("/never-block/").content.decode()
+    assert client.post(f"/never-block/{row.pk}/remove/").status_code == 404
+    client.force_login(user)
+    removed = client.post(f"/never-block/{row.pk}/remove/", follow=True).content.decode()
+    assert f"@{handle(3)} is off your never-block list." in removed
+    assert not Trusted.objects.exists()
+
+
+def test_a_target_on_the_list_is_refused(client, person):
+    person()
+    client.post("/never-block/", {"handle": TARGET})
+    data = {"target": TARGET, "scope": "both", "action": "block", "duration": "1"}
+    page = client.post("/campaigns/new/", data).content.decode()
+    assert f"@{TARGET} is on your never-block list." in page
+    assert not Campaign.objects.exists()
+
+
+def test_people_on_the_list_are_never_blocked_and_each_skip_has_its_reason(
+    client, person, fakesky, settings, django_capture_on_commit_callbacks
+):
+    """f3 is on the list before the page is read, f7 is put on it after the page became
+    batches and before they are sent; the person follows f5."""
+    with client_for(person("seed").account) as network:
+        dids = {i: network.resolve(handle(i)).did for i in (3, 5, 7)}
+    user = person("alice", follows=[dids[5]])
+    client.post("/never-block/", {"handle": handle(3)})
+    data = {"target": TARGET, "scope": "followers", "action": "block", "duration": "1"}
+    assert client.post("/campaigns/new/", data).status_code == 302
+    campaign = Campaign.objects.get()
+    with (
+        mock.patch.object(pacing, "dispatch"),
+        mock.patch.object(tasks.fetch_follower_page, "delay"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tasks.start_campaign.apply(args=(campaign.pk,))
+        tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
+        campaign.refresh_from_db()
+        assert campaign.pages_done
+        waiting = [did for dids_ in Batch.objects.values_list("dids", flat=True) for did in dids_]
+        assert dids[3] not in waiting and dids[5] not in waiting and dids[7] in waiting
+        client.post("/never-block/", {"handle": handle(7)})
+        for pk in Batch.objects.values_list("pk", flat=True):
+            Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
+            batches.act_on_batch.apply(args=(pk,))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DONE
+    assert (campaign.found, campaign.acted, campaign.skipped) == (120, 117, 3)
+    assert campaign.skipped_by == {"trusted": 2, "following": 1}
+    blocked = set(fakesky.state(user.handle)["blocked"])
+    assert len(blocked) == 117
+    assert not blocked & set(dids.values())
+    page = client.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "3 (1 you follow them, 2 on your never-block list)" in page
