@@ -57,6 +57,11 @@ class BatchTask(GuardedTask):
         pacing.hand_back(batch_id, settings.KILL_SWITCH_RETRY_S)
 
 
+def _companion(batch, action):
+    """A mute batch of a block campaign: the mutes of a block-and-mute campaign."""
+    return batch.op == Op.MUTE and action == Action.BLOCK
+
+
 def _claimed(batch_id):
     """The batch if it is still this task's to do (queued), else None."""
     return Batch.objects.filter(pk=batch_id, state=Batch.State.QUEUED).first()
@@ -107,7 +112,11 @@ def act_on_batch(self, batch_id):
     if batch is None:
         return  # done by an earlier delivery, handed back, or its campaign ended
     campaign = Campaign.objects.filter(pk=batch.campaign_id).first()
-    if campaign is None or campaign.status != Campaign.Status.RUNNING:
+    # A block-and-mute campaign is done when its blocks are: its mutes still go.
+    going = [Campaign.Status.RUNNING]
+    if campaign is not None and _companion(batch, campaign.action):
+        going.append(Campaign.Status.DONE)
+    if campaign is None or campaign.status not in going:
         Batch.objects.filter(pk=batch.pk).delete()
         return
     account = usable_account(batch.owner_id)
@@ -177,6 +186,8 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
     nothing twice, and only the run that removes the batch row counts skips and failures.
     A conflict with a record of another key means the person came to hold that block
     through another campaign meanwhile: this second record is lifted again.
+    The mutes of a block-and-mute campaign move only its `muted` count: its blocks count
+    what was found, skipped and failed.
     """
     handles = dict(zip(batch.dids, batch.handles, strict=True))
     skips = skips or {}
@@ -192,8 +203,10 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
         else:
             changed = Batch.objects.filter(pk=batch.pk).delete()[0]
         inserted = set()
+        campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until", "action")
+        campaign = campaign.first() or {}
+        companion = _companion(batch, campaign.get("action"))
         if done:
-            campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until").first()
             with connection.cursor() as cursor:
                 cursor.execute(
                     _INSERT_SQL,
@@ -204,7 +217,7 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
                         "dids": list(done),
                         "handles": [handles[did] for did in done],
                         "rkeys": list(done.values()),
-                        "until": (campaign or {}).get("until"),
+                        "until": campaign.get("until"),
                         "now": timezone.now(),
                     },
                 )
@@ -217,6 +230,12 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
             ).values_list("subject_did", "rkey")
         )
         doubles = [did for did in conflicted if done[did] and held_keys.get(did) != done[did]]
+        if companion:
+            if inserted:
+                Campaign.objects.filter(pk=batch.campaign_id).update(
+                    muted=F("muted") + len(inserted)
+                )
+            return
         changes = {"acted": F("acted") + len(inserted)}
         if changed:
             changes["skipped"] = F("skipped") + sum(skips.values()) + len(doubles)

@@ -106,22 +106,24 @@ def account_refused(account, error):
 def new_batches(campaign, subjects, interactive=False):
     """Batch rows for (did, handle) pairs, each block given its record key now."""
     op = Batch.Op.BLOCK if campaign.action == Action.BLOCK else Batch.Op.MUTE
+    ops = [op, Batch.Op.MUTE] if campaign.also_mute and op == Batch.Op.BLOCK else [op]
     size = settings.BLOCK_BATCH_SIZE
     now = timezone.now()
     batches = []
     for start in range(0, len(subjects), size):
         chunk = subjects[start : start + size]
-        batches.append(
+        batches.extend(
             Batch(
                 owner_id=campaign.user_id,
                 campaign_id=campaign.pk,
-                op=op,
+                op=each,
                 dids=[did for did, _ in chunk],
                 handles=[handle for _, handle in chunk],
-                rkeys=next_tids(len(chunk)) if op == Batch.Op.BLOCK else [""] * len(chunk),
+                rkeys=next_tids(len(chunk)) if each == Batch.Op.BLOCK else [""] * len(chunk),
                 interactive=interactive,
                 not_before=now,
             )
+            for each in ops
         )
     Batch.objects.bulk_create(batches)
     return len(batches)

@@ -8,6 +8,8 @@ from django.contrib.auth.forms import UserCreationForm
 
 from .models import Action, PostGroup, Scope, Trusted
 
+# "both": a block campaign that mutes each account too (Campaign.also_mute).
+ACTION_CHOICES = [*Action.choices, ("both", "Block and mute")]
 SOURCE_CHOICES = [("account", "An account"), ("post", "A post")]
 ACCOUNT_SCOPES = [(s.value, s.label) for s in (Scope.ACCOUNT, Scope.FOLLOWERS, Scope.BOTH)]
 # https://bsky.app/profile/<handle or DID>/post/<record key>, as the app's "Copy link" gives.
@@ -119,7 +121,7 @@ class CampaignForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     with_author = forms.BooleanField(required=False, label="The post's author too")
-    action = forms.ChoiceField(choices=Action.choices, initial=Action.BLOCK, label="Do")
+    action = forms.ChoiceField(choices=ACTION_CHOICES, initial=Action.BLOCK, label="Do")
     duration = forms.ChoiceField(choices=DURATION_CHOICES, initial="4", label="For")
 
     def __init__(self, *args, client=None, account=None, **kwargs):
@@ -158,6 +160,9 @@ class CampaignForm(forms.Form):
         data = super().clean()
         if self.errors:
             return data
+        data["also_mute"] = data["action"] == "both"
+        if data["also_mute"]:
+            data["action"] = Action.BLOCK
         if data.get("source") == "post":
             return self._clean_post(data)
         data["source"], data["scope"] = "account", data.get("scope") or Scope.BOTH

@@ -128,6 +128,11 @@ class Campaign(models.Model):
     # Why accounts were skipped: SkipReason -> count (they add up to `skipped`).
     skipped_by = models.JSONField(default=dict, blank=True)
     action = models.CharField(max_length=5, choices=Action.choices)
+    # A block campaign that mutes each account it blocks too: the mute rides with the
+    # block (no token of its own, no write points: muteActor is not a record), in a batch
+    # of its own, and is lifted with it. `muted` counts them; `acted` counts the blocks.
+    also_mute = models.BooleanField(default=False)
+    muted = models.PositiveIntegerField(default=0)
     scope = models.CharField(max_length=10, choices=Scope.choices)
     duration_weeks = models.PositiveSmallIntegerField(null=True, blank=True)
     until = models.DateTimeField(null=True, blank=True)
@@ -161,9 +166,13 @@ class Campaign(models.Model):
         ]
 
     def __str__(self):
+        action = self.action_label().lower()
         if self.post_uri:
-            return f"{self.action} engagers of a post by @{self.target_handle}"
-        return f"{self.action} @{self.target_handle} ({self.get_scope_display()})"
+            return f"{action} engagers of a post by @{self.target_handle}"
+        return f"{action} @{self.target_handle} ({self.get_scope_display()})"
+
+    def action_label(self):
+        return "Block and mute" if self.also_mute else self.get_action_display()
 
     @property
     def processed(self):

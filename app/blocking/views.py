@@ -193,6 +193,7 @@ def _start(user, form):
             post_uri=form.post.uri if form.post else "",
             post_groups=data["post_groups"] if form.post else [],
             action=data["action"],
+            also_mute=data["also_mute"],
             scope=data["scope"],
             duration_weeks=weeks,
             until=timezone.now() + timedelta(weeks=weeks) if weeks else None,
@@ -273,6 +274,11 @@ def _progress(campaign, account):
         "found": campaign.found,
         "found_by": _found_by(campaign),
         "acted": campaign.acted,
+        "muted": campaign.muted,
+        # Done blocking, still muting: the page keeps polling.
+        "muting": campaign.also_mute
+        and campaign.status == Campaign.Status.DONE
+        and campaign.muted < campaign.acted,
         "skipped": campaign.skipped,
         "skipped_text": _skipped_text(campaign),
         "failed": campaign.failed,
@@ -315,7 +321,10 @@ def _summary(campaign):
     verb = {"block": "Blocked", "mute": "Muted"}[campaign.action]
     doing = {"block": "blocking", "mute": "muting"}[campaign.action]
     if campaign.status == Campaign.Status.DONE:
-        return f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
+        done = f"{verb} {campaign.acted:,} of the {campaign.found:,} accounts found."
+        if campaign.also_mute and campaign.muted < campaign.acted:
+            return f"{done} Muting them: {campaign.muted:,} so far."
+        return done
     if campaign.status == Campaign.Status.FAILED:
         return f"Stopped after {doing} {campaign.acted:,} accounts."
     if campaign.status == Campaign.Status.CANCELLED:

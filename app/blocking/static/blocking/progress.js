@@ -38,13 +38,16 @@
     set("found", count(p.found));
     if (document.getElementById("found_by")) set("found_by", p.found_by);
     set("acted", count(p.acted));
+    if (document.getElementById("muted")) set("muted", count(p.muted));
     set("skipped", p.skipped_text);
     set("failed", count(p.failed));
     const error = document.getElementById("error");
     if (error.textContent !== (p.error || "")) error.textContent = p.error || "";
     error.hidden = !p.error;
     box.dataset.status = p.status;
-    if (p.status === "running") setTimeout(poll, RUNNING_EVERY_MS);
+    if (p.status === "running" || p.muting) setTimeout(poll, RUNNING_EVERY_MS);
   }
-  if (box.dataset.status === "running") setTimeout(poll, RUNNING_EVERY_MS);
+  if (box.dataset.status === "running" || box.dataset.muting === "true") {
+    setTimeout(poll, RUNNING_EVERY_MS);
+  }
 })();

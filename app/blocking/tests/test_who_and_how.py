@@ -1,14 +1,16 @@
-"""The never-block list: people a campaign never blocks, whichever list they turn up on,
-checked when a page is taken in and again just before a batch is sent; every skip counted
-with its reason on the campaign's page."""
+"""Who a campaign touches and how: the never-block list (people a campaign never blocks,
+whichever list they turn up on, checked when a page is taken in and again just before a
+batch is sent; every skip counted with its reason), and block-and-mute in one campaign."""
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from blocking import batches, pacing, tasks
-from blocking.models import Batch, Campaign, Trusted
+from blocking import batches, pacing, tasks, upkeep
+from blocking.models import ActionRecord, Batch, Campaign, Trusted
 from blocking.network import client_for
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +80,7 @@ def test_people_on_the_list_are_never_blocked_and_each_skip_has_its_reason(
         campaign.refresh_from_db()
         assert campaign.pages_done
         waiting = [did for dids_ in Batch.objects.values_list("dids", flat=True) for did in dids_]
-        assert dids[3] not in waiting and dids[5] not in waiting and dids[7] in waiting
+        assert [dids[i] in waiting for i in (3, 5, 7)] == [False, False, True]
         client.post("/never-block/", {"handle": handle(7)})
         for pk in Batch.objects.values_list("pk", flat=True):
             Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
@@ -92,3 +94,47 @@ def test_people_on_the_list_are_never_blocked_and_each_skip_has_its_reason(
     assert not blocked & set(dids.values())
     page = client.get(f"/campaigns/{campaign.pk}/").content.decode()
     assert "3 (1 you follow them, 2 on your never-block list)" in page
+
+
+def test_block_and_mute_does_both_in_one_campaign_and_lifts_both_at_the_end(
+    client, person, fakesky, django_capture_on_commit_callbacks
+):
+    user = person()
+    data = {"target": "crowd-60.fake.test", "scope": "both", "action": "both", "duration": "1"}
+    assert client.post("/campaigns/new/", data).status_code == 302
+    campaign = Campaign.objects.get()
+    assert (campaign.action, campaign.also_mute, campaign.tokens_debited) == ("block", True, 61)
+    with (
+        mock.patch.object(pacing, "dispatch"),
+        mock.patch.object(tasks.fetch_follower_page, "delay"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tasks.start_campaign.apply(args=(campaign.pk,))
+        tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
+        # Every block first, then the mutes: the campaign is done when its blocks are, and
+        # its mutes still go.
+        for op in ("block", "mute"):
+            for pk in Batch.objects.filter(op=op).order_by("pk").values_list("pk", flat=True):
+                Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
+                batches.act_on_batch.apply(args=(pk,))
+                campaign.refresh_from_db()
+                if op == "mute":
+                    assert campaign.status == Campaign.Status.DONE
+    assert (campaign.acted, campaign.muted, campaign.found, campaign.skipped) == (61, 61, 61, 0)
+    assert campaign.tokens_refunded == 0  # a mute rides with its block: no token of its own
+    state = fakesky.state(user.handle)
+    assert (state["distinct_blocked"], state["muted_count"]) == (61, 61)
+    page = client.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "Block and mute @crowd-60.fake.test" in page
+    assert '<dd id="muted">61</dd>' in page
+
+    # Time up: both are lifted.
+    ActionRecord.objects.update(until=timezone.now() - timedelta(minutes=1))
+    with mock.patch.object(pacing, "dispatch"), django_capture_on_commit_callbacks(execute=True):
+        upkeep.release_expired.apply()
+        for pk in Batch.objects.order_by("pk").values_list("pk", flat=True):
+            Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
+            batches.undo_batch.apply(args=(pk,))
+    assert not ActionRecord.objects.exists()
+    state = fakesky.state(user.handle)
+    assert (state["block_count"], state["muted_count"]) == (0, 0)
