@@ -153,10 +153,19 @@ class Campaign(models.Model):
     # Network errors fetching follower pages in a row; waits never count.
     page_failures = models.PositiveSmallIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
+    # The person asked to lift this campaign's blocks and mutes now, before their time is
+    # up (release_expired takes them, a bounded number a pass, and clears it when done).
+    lift_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [
+            # release_expired: the few campaigns whose blocks are being lifted early.
+            models.Index(
+                fields=["lift_requested_at"],
+                condition=Q(lift_requested_at__isnull=False),
+                name="campaign_lifting",
+            ),
             # release_due_pages: running campaigns whose next follower page is due.
             models.Index(
                 fields=["next_page_at"],

@@ -130,8 +130,31 @@ def release_expired(self):
                 )
                 if not rows and not undoing.exists():
                     _lifted(account)
+            due.extend(_campaigns_to_lift(fields, due, limit))
             lift(due)
         return len(due)
+
+
+def _campaigns_to_lift(fields, due, limit):
+    """Rows of the campaigns whose person pressed "Lift these blocks now", up to the pass's
+    limit; a campaign with none left is no longer lifting."""
+    rows = []
+    lifting = Campaign.objects.filter(
+        lift_requested_at__isnull=False, user_id__in=_enabled_users()
+    ).order_by("lift_requested_at")
+    for campaign in lifting.only("id", "user_id"):
+        if len(due) + len(rows) >= limit:
+            break
+        found = list(
+            ActionRecord.objects.filter(owner_id=campaign.user_id, campaign_id=campaign.pk)
+            .select_for_update(skip_locked=True)
+            .exclude(pk__in=[row[0] for row in due])
+            .values_list(*fields)[: limit - len(due) - len(rows)]
+        )
+        if not found:
+            Campaign.objects.filter(pk=campaign.pk).update(lift_requested_at=None)
+        rows.extend(found)
+    return rows
 
 
 def _lifted(account):

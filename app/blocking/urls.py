@@ -10,6 +10,7 @@ urlpatterns = [
     path("campaigns/new/", views.campaign_new, name="campaign_new"),
     path("campaigns/<int:pk>/", views.campaign, name="campaign"),
     path("campaigns/<int:pk>/cancel/", views.campaign_cancel, name="campaign_cancel"),
+    path("campaigns/<int:pk>/lift/", views.campaign_lift, name="campaign_lift"),
     path("campaigns/<int:pk>/progress.json", views.campaign_progress, name="campaign_progress"),
     path("blocks/", views.blocks, name="blocks"),
     path("blocks/<int:pk>/undo/", views.undo_one, name="undo_one"),

@@ -211,6 +211,9 @@ def campaign(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
     account = LinkedAccount.objects.filter(user=request.user).first()
     groups = [PostGroup(group).label.lower() for group in campaign.post_groups]
+    held = 0
+    if campaign.status != Campaign.Status.RUNNING:
+        held = ActionRecord.objects.filter(owner=request.user, campaign=campaign).count()
     return render(
         request,
         "blocking/campaign.html",
@@ -218,8 +221,40 @@ def campaign(request, pk):
             "campaign": campaign,
             "progress": _progress(campaign, account),
             "groups_text": "Everyone who " + ", ".join(groups) if groups else "",
+            "held": held,
         },
     )
+
+
+def _lift_now_lifts(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    held = ActionRecord.objects.filter(owner=request.user, campaign=campaign).count()
+    return (
+        f"This lifts the {held:,} blocks and mutes the campaign against"
+        f" @{campaign.target_handle} made, now, instead of when their time is up."
+    )
+
+
+@login_required
+@require_POST
+@fresh_sign_in(_lift_now_lifts)
+def campaign_lift(request, pk):
+    """Lift a finished (or stopped) campaign's blocks now: release_expired takes them a
+    bounded number a pass, as the person's write budget allows."""
+    campaign = get_object_or_404(Campaign, pk=pk, user=request.user)
+    if campaign.status == Campaign.Status.RUNNING:
+        messages.error(request, "Cancel the campaign first: it is still blocking.")
+        return redirect("campaign", pk=campaign.pk)
+    held = ActionRecord.objects.filter(owner=request.user, campaign=campaign).count()
+    Campaign.objects.filter(pk=campaign.pk, lift_requested_at__isnull=True).update(
+        lift_requested_at=timezone.now()
+    )
+    messages.success(
+        request,
+        f"Lifting the {held:,} blocks and mutes of this campaign, a batch at a time; they"
+        " leave your blocks list as Bluesky confirms each one.",
+    )
+    return redirect("campaign", pk=campaign.pk)
 
 
 def _cancel_lifts(request, pk):

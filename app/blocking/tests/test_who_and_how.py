@@ -138,3 +138,68 @@ def test_block_and_mute_does_both_in_one_campaign_and_lifts_both_at_the_end(
     assert not ActionRecord.objects.exists()
     state = fakesky.state(user.handle)
     assert (state["block_count"], state["muted_count"]) == (0, 0)
+
+
+def run_campaign(client, target, django_capture_on_commit_callbacks):
+    """A campaign against target and its followers, started on the page, run here."""
+    data = {"target": target, "scope": "both", "action": "block", "duration": "4"}
+    assert client.post("/campaigns/new/", data).status_code == 302
+    campaign = Campaign.objects.latest("pk")
+    with (
+        mock.patch.object(pacing, "dispatch"),
+        mock.patch.object(tasks.fetch_follower_page, "delay"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tasks.start_campaign.apply(args=(campaign.pk,))
+        tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
+        run_batches("act_on_batch")
+    campaign.refresh_from_db()
+    return campaign
+
+
+def run_batches(task):
+    for pk in Batch.objects.order_by("pk").values_list("pk", flat=True):
+        Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
+        getattr(batches, task).apply(args=(pk,))
+
+
+def test_a_finished_campaign_offers_to_lift_its_blocks_now_and_only_its_own(
+    client, person, fakesky, settings, django_capture_on_commit_callbacks
+):
+    user = person()
+    settings.RELEASE_BATCH_LIMIT = 25  # several passes
+    kept = run_campaign(client, "crowd-20.fake.test", django_capture_on_commit_callbacks)
+    done = run_campaign(client, "crowd-60.fake.test", django_capture_on_commit_callbacks)
+    assert (kept.status, done.status) == ("done", "done")
+    assert fakesky.state(user.handle)["distinct_blocked"] == 82
+    page = client.get(f"/campaigns/{done.pk}/").content.decode()
+    assert "Cancel the campaign" not in page
+    assert "Lift these blocks now" in page
+    assert "61 held until" in page
+
+    # A sign-in gone stale asks for the password first, saying what will be lifted.
+    session = client.session
+    session["shoestring_signed_in_at"] -= 3600
+    session.save()
+    asked = client.post(f"/campaigns/{done.pk}/lift/").content.decode()
+    assert "This lifts the 61 blocks and mutes the campaign against @crowd-60.fake.test" in asked
+    done.refresh_from_db()
+    assert done.lift_requested_at is None
+    response = client.post(f"/campaigns/{done.pk}/lift/", {"confirm_password": "pw-alice"})
+    assert response.status_code == 302
+    done.refresh_from_db()
+    assert done.lift_requested_at is not None
+    assert (
+        "Lifting its 61 remaining blocks" in client.get(f"/campaigns/{done.pk}/").content.decode()
+    )
+
+    with mock.patch.object(pacing, "dispatch"), django_capture_on_commit_callbacks(execute=True):
+        for _ in range(5):
+            upkeep.release_expired.apply()
+            run_batches("undo_batch")
+    done.refresh_from_db()
+    assert done.lift_requested_at is None
+    assert ActionRecord.objects.filter(campaign=done).count() == 0
+    assert ActionRecord.objects.filter(campaign=kept).count() == 21
+    assert fakesky.state(user.handle)["distinct_blocked"] == 21
+    assert "Lift these blocks now" not in client.get(f"/campaigns/{done.pk}/").content.decode()
