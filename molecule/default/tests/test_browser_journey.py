@@ -4,7 +4,8 @@ against the converged host through nginx over HTTPS, on the demo network.
 Sign up (and meet a form error), sign in, link the demo account, block a
 3,000-follower target and its followers for a week, watch the bar reach 100%
 without a reload, search the blocks, undo one, undo everything, sign out; then a
-second person blocks everyone who liked or quoted the demo post, after a preview. On the
+second person puts a friend on the never-block list and blocks everyone else who liked
+or quoted the demo post, after a preview. On the
 way: axe-core finds no accessibility violation on any page, no page breaks the
 Content-Security-Policy, the pages fit a phone's screen, another person gets 404
 for the campaign, a foreign Origin is refused, a foreign Host gets 400 and the
@@ -491,6 +492,15 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     journey.press("Link")
     journey.wait_for(lambda: "/campaigns/new/" in journey.driver.current_url, 30, "linked")
     post_link = journey.find("aside.demo code.demo-post").text
+    # A friend who liked the post is put on the never-block list first.
+    friend = f"l5.{post_link.rsplit('/', 1)[1]}.{post_link.split('/')[4]}"
+    journey.find("a[href='/never-block/']").click()
+    journey.wait_for(lambda: "/never-block/" in journey.driver.current_url, 20, "never block")
+    journey.fill("Handle", friend)
+    journey.press("Add")
+    assert f"@{friend} is on your never-block list." in journey.text()
+    journey.shot("never-block")
+    journey.open("/campaigns/new/")
     journey.find("#id_source_1").click()  # Start from: A post
     journey.fill("Post", post_link)
     for group in ("reposts", "replies"):  # likes and quotes stay ticked
@@ -511,6 +521,8 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     )
     journey.wait_for(lambda: journey.find("#status").text == "Done", 300, "the post's campaign")
     assert journey.find("#found_by").text == f"{POST_LIKES:,} likes, {POST_QUOTES:,} quotes"
+    assert journey.find("#skipped").text == "1 (1 on your never-block list)"
+    assert journey.find("#acted").text == f"{POST_LIKES + POST_QUOTES - 1:,}"
     journey.shot("post-campaign-done")
     assert fake_state(host, handle)["duplicates"] == 0
     journey.open("/")
