@@ -222,10 +222,22 @@ class Journey:
         return self.find("body").text
 
     def wait_for(self, predicate, timeout, message):
-        """Wait for predicate(); a timeout names the page the browser was on and its text."""
+        """Wait for predicate(); a timeout names the page the browser was on and its text.
+        A page going away while the predicate reads it is "not yet" (the read is tried
+        again on the next page), not a failure."""
+        from selenium.common.exceptions import WebDriverException
+
+        def settled(_):
+            try:
+                return predicate()
+            except WebDriverException as error:
+                if is_gone(error):
+                    return False
+                raise
+
         try:
             return self.Wait(self.driver, timeout, poll_frequency=0.5).until(
-                lambda _: predicate(), message=message
+                settled, message=message
             )
         except self.Timeout:
             text = " | ".join(self.text().split("\n"))[:1500]
@@ -280,18 +292,25 @@ def journey(browser, base_url, screenshots):
     return Journey(browser, base_url, screenshots)
 
 
+def is_gone(error):
+    """Selenium's answer for an element whose page was replaced by the next one: "stale",
+    or, asked in the instant the old document goes away, Chromium's "does not belong to
+    the document"."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    if isinstance(error, StaleElementReferenceException):
+        return True
+    return isinstance(error, WebDriverException) and "does not belong to the document" in str(error)
+
+
 def is_stale(element):
     """The page the element was on has been replaced by the next one."""
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import WebDriverException
 
     try:
         element.tag_name  # noqa: B018 - touching it is the check
-    except StaleElementReferenceException:
-        return True
     except WebDriverException as error:
-        # Chromium answers this instead of "stale" when it is asked in the
-        # instant the old document goes away.
-        if "does not belong to the document" in str(error):
+        if is_gone(error):
             return True
         raise
     return False
