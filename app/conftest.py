@@ -75,6 +75,21 @@ class FakeSky:
             },
         )
 
+    def arrivals(self, subject, kind, per_minute, backdate_every=0):
+        """New followers of a target (kind "followers", subject its handle) or likes, reposts,
+        quotes or replies of a seeded post (subject its at:// URI) from now on, per_minute a
+        minute, every backdate_every-th one backdated to the end of the list; 0 stops them.
+        Answers the stream: how many arrived, the handles' pattern."""
+        return self._post(
+            "arrivals",
+            {
+                "subject": subject,
+                "kind": kind,
+                "per_minute": per_minute,
+                "backdate_every": backdate_every,
+            },
+        )
+
     def revoke(self, handle):
         self._post("revoke", {"handle": handle})
 

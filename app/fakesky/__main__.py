@@ -4,6 +4,7 @@ Examples:
   python3 -m fakesky --port 8787 --account me.fake.test:app-pass
   python3 -m fakesky --target troll.fake.test:200000 --accounts 500 --indexing-delay-s 5
   python3 -m fakesky --post crowd-10.fake.test/3lpileon2abcd:2000:500:200:300
+  python3 -m fakesky --target crowd:10000 --arrivals crowd-10000.fake.test:followers:600:10
 """
 
 import argparse
@@ -12,8 +13,8 @@ import signal
 import sys
 import threading
 
+from . import arrivals, posts
 from . import config as settings
-from . import posts
 from .fake import FakeBluesky
 from .server import serve
 
@@ -31,6 +32,13 @@ def _pair(text, second=str):
 def _post(text):
     try:
         return posts.parse_seed(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _arrivals(text):
+    try:
+        return arrivals.parse_flag(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -70,6 +78,17 @@ def parser():
         " a TID (repeatable; kept across /_fake/reset)",
     )
     parser.add_argument(
+        "--arrivals",
+        action="append",
+        default=[],
+        type=_arrivals,
+        metavar=arrivals.FLAG_FORMAT,
+        help="new followers of a target (KIND followers, SUBJECT its handle) or likes, reposts,"
+        " quotes or replies of a --post (SUBJECT its at:// URI) arriving from start-up,"
+        " PER_MINUTE a minute; every BACKDATE_EVERYth one backdated to the end of the list"
+        " (repeatable; restarted by /_fake/reset)",
+    )
+    parser.add_argument(
         "--state-file",
         metavar="PATH",
         help="keep accounts, sessions, records and limits across a restart: written when the"
@@ -90,7 +109,8 @@ def parser():
 
 
 def seed(fake, args):
-    """The accounts, targets and posts of the command line (kept across /_fake/reset)."""
+    """The accounts, targets, posts and arrivals of the command line (kept across
+    /_fake/reset)."""
     for handle, password in args.account:
         fake.add_account(handle, password, seed=True)
     for index in range(1, args.accounts + 1):
@@ -105,6 +125,16 @@ def seed(fake, args):
             raise ValueError(f"--post {handle}/{rkey}: {error}") from error
         numbers = " ".join(f"{n}={c}" for n, c in zip(posts.KIND_NAMES, counts, strict=True))
         print(f"post {post.uri} {numbers}", flush=True)
+    for subject, kind, per_minute, backdate_every in args.arrivals:
+        try:
+            stream = fake.add_arrivals(subject, kind, per_minute, backdate_every, seed=True)
+        except ValueError as error:
+            raise ValueError(f"--arrivals {subject}:{kind}: {error}") from error
+        print(
+            f"arrivals {stream['subject']} {kind} per_minute={per_minute}"
+            f" backdate_every={backdate_every} handles={stream['handles']}",
+            flush=True,
+        )
 
 
 def main(argv=None):

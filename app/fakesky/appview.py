@@ -13,7 +13,8 @@ Checked against bluesky-social/atproto:
   still follows. A cursor that is not "<time>__<cid>" is 400 "Malformed cursor".
 - packages/bsky/src/api/app/bsky/graph/getBlocks.ts: the viewer's blocks, newest first,
   filled the same way; blocked DIDs the AppView does not know are left out.
-- Posts, their engagers and threads: feed.py and posts.py.
+- Posts, their engagers and threads: feed.py and posts.py; newcomers who arrive over time,
+  listed before (or, backdated, after) a list's own entries: arrivals.py.
 - packages/bsky/src/api/app/bsky/actor/getProfile.ts: unknown actor 400 "Profile not found";
   a taken-down one 400 AccountTakedown, a deactivated one 400 AccountDeactivated.
 - packages/bsky/src/api/app/bsky/graph/muteActor.ts: unknown actor 400 "Actor not found",
@@ -25,6 +26,8 @@ import heapq
 from bisect import bisect_left, insort
 
 from .accounts import PROFILE_ERRORS
+from .arrivals import Arrival, page
+from .graph import parse_cursor
 from .repo import BLOCK, XrpcError
 from .syntax import tid_micros
 
@@ -100,10 +103,13 @@ class AppView:
         found = fake.targets.resolve(actor)
         if found is None:
             engager = fake.posts.engager(actor)
-            return None if engager is None else (*engager, 0, None)
+            if engager is None:
+                newcomer = fake.arrivals.find(actor)
+                engager = newcomer and (newcomer.did, newcomer.handle)
+            return (*engager, 0, None) if engager else None
         if found[0] == "target":
             target = found[1]
-            return target.did, target.handle, target.count, None
+            return target.did, target.handle, target.count + fake.arrivals.count(target), None
         did, handle = found[1].follower(found[2])
         return did, handle, 0, None
 
@@ -195,21 +201,31 @@ class AppView:
         return body
 
     def _target_follows(self, viewer, target):
-        blocked = set()
+        blocked, blocked_dids = set(), {}
         if viewer is not None:
             blocked = viewer.seen_follower_blocks.get((target.key, target.count), blocked)
+            blocked_dids = viewer.seen_blocks
         view = self.profile_view
+        arrivals = self.fake.arrivals
+        stream = arrivals.stream(target)
 
         def fetch(cursor, limit):
-            start = target.index_after(cursor) if cursor else 0
-            end = min(target.count, start + limit)
-            page = []
-            for index in range(start, end):
-                if index not in blocked:  # noBlocks: synthetic followers block no one
-                    did, handle = target.follower(index)
-                    page.append(view(viewer, did, handle))
-            more = end < target.count and end > start
-            return page, (target.cursor_after(end - 1) if more else None)
+            key = parse_cursor(cursor) if cursor else None
+            start = target.first_after(key[0]) if key else 0
+            entries, more = page(stream, arrivals.arrived(stream), target.count, start, key, limit)
+            followers = []
+            for entry in entries:  # noBlocks: synthetic followers and newcomers block no one
+                if isinstance(entry, Arrival):
+                    if entry.did not in blocked_dids:
+                        followers.append(view(viewer, entry.did, entry.handle))
+                elif entry not in blocked:
+                    followers.append(view(viewer, *target.follower(entry)))
+            if not (more and entries):
+                return followers, None
+            last = entries[-1]
+            if isinstance(last, Arrival):
+                return followers, last.cursor
+            return followers, target.cursor_after(last)
 
         return fetch
 

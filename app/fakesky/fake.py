@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from . import graph, limits, posts, tokens
+from . import arrivals, graph, limits, posts, tokens
 from .accounts import STATUS_ERRORS, Account
 from .appview import AppView
 from .config import Config
@@ -136,8 +136,9 @@ class FakeBluesky:
         self.config = (config or Config()).validate()
         self._initial_config = replace(self.config)
         self.own_url = "http://127.0.0.1"
-        # ("account", handle, password), ("target", handle, count) or
-        # ("post", author handle, rkey, (likes, reposts, quotes, replies))
+        # ("account", handle, password), ("target", handle, count),
+        # ("post", author handle, rkey, (likes, reposts, quotes, replies)) or
+        # ("arrivals", subject, kind, per_minute, backdate_every)
         self.seeds = []
         self.tids = TidClock()
         self._clear()
@@ -153,6 +154,7 @@ class FakeBluesky:
 
     def __setstate__(self, state):
         state.setdefault("posts", posts.Posts())  # a state file from before posts
+        state.setdefault("arrivals", arrivals.Arrivals())  # ... or before arrivals
         state.setdefault("feed", Feed(self))
         self.__dict__.update(state)
         self.lock = threading.Lock()
@@ -189,6 +191,7 @@ class FakeBluesky:
         self.followers_of = {}  # DID -> {follower DID: follow rkey}
         self.targets = graph.Targets()
         self.posts = posts.Posts()
+        self.arrivals = arrivals.Arrivals()
         self.refresh_tokens = {}  # jti -> [did, expires_at, next jti or None]
         self.refresh_by_did = {}  # did -> set of jti
         self.secret = secrets.token_bytes(32)
@@ -212,8 +215,10 @@ class FakeBluesky:
                 self.add_account(seed[1], seed[2])
             elif seed[0] == "target":
                 self.add_target(seed[1], seed[2])
-            else:
+            elif seed[0] == "post":
                 self.add_post(seed[1], seed[2], *seed[3])
+            else:
+                self.add_arrivals(*seed[1:])
             self.seeds.append(seed)
 
     def add_account(self, handle, password, follows=(), seed=False):
@@ -259,6 +264,34 @@ class FakeBluesky:
                 self.seeds.append(("post", author, rkey, counts))
             return post
 
+    def add_arrivals(self, subject, kind, per_minute, backdate_every=0, seed=False):
+        """New followers of a target or engagers of a post from now on (arrivals.py)."""
+        with self.lock:
+            self.arrivals.tick(time.time())
+            stream = self.arrivals.start(
+                *self._arrivals_subject(str(subject), kind), per_minute, backdate_every
+            )
+            if seed:
+                self.seeds.append(("arrivals", subject, kind, per_minute, backdate_every))
+            return stream.summary(self.arrivals.arrived(stream))
+
+    def _arrivals_subject(self, subject, kind):
+        """(kind code, Target or Post) of a stream; ValueError naming what is wrong."""
+        if kind not in arrivals.KINDS:
+            raise ValueError(f"arrivals kind must be one of {', '.join(arrivals.KINDS)}: {kind!r}")
+        if kind == "followers":
+            found = self.targets.resolve(subject)
+            if found is None or found[0] != "target":
+                raise ValueError(
+                    f"arrivals of followers need a synthetic target (NAME-COUNT.fake.test or"
+                    f" --target): {subject}"
+                )
+            return arrivals.FOLLOWERS, found[1]
+        ref = self.posts.resolve(self.feed.resolve_uri(subject))
+        if ref is None or ref[1] is not None:
+            raise ValueError(f"arrivals of {kind} need a seeded post's at:// URI: {subject}")
+        return arrivals.KINDS.index(kind), ref[0]
+
     def revoke(self, handle):
         """Revoke the app password: sign-in and refresh fail; access tokens live out their
         time (they are not checked against the password, as in the reference)."""
@@ -282,7 +315,9 @@ class FakeBluesky:
 
     def state(self, handle=None):
         with self.lock:
-            self.appview.catch_up(time.time())
+            now = time.time()
+            self.appview.catch_up(now)
+            self.arrivals.tick(now)
             totals = {
                 "requests": self.requests,
                 "rate_limited": self.rate_limited,
@@ -303,6 +338,7 @@ class FakeBluesky:
                         for t in self.targets.registered()
                     ],
                     "posts": [p.summary() for p in self.posts.all()],
+                    "arrivals": self.arrivals.summaries(),
                 }
             account = self._by_handle(handle)
             detail = account.summary()
@@ -331,6 +367,7 @@ class FakeBluesky:
             self.requests += 1
             now = time.time()
             self.appview.catch_up(now)
+            self.arrivals.tick(now)
             call = Call(request, now)
             answer = self._run(call)
             answer.headers = {**call.headers, **answer.headers}
@@ -650,18 +687,10 @@ class FakeBluesky:
 
     def resolve_handle(self, call):
         handle = call.required("handle").lower()
-        account = self.accounts.get(handle)
-        if account is not None:
-            return {"did": account.did}
-        found = self.targets.resolve(handle)
+        found = None if handle.startswith("did:") else self.appview.actor(handle)
         if found is None:
-            engager = self.posts.engager(handle)
-            if engager is None:
-                raise XrpcError.invalid("Unable to resolve handle")
-            return {"did": engager[0]}
-        if found[0] == "target":
-            return {"did": found[1].did}
-        return {"did": found[1].follower(found[2])[0]}
+            raise XrpcError.invalid("Unable to resolve handle")
+        return {"did": found[0]}
 
     # -- the repository ------------------------------------------------------------
     def _own_repo(self, call):

@@ -1,7 +1,9 @@
 """The AppView's reads of posts and their engagement, as a viewer sees them.
 
-Posts and engagers come from posts.py (computed, never stored); blocks are the AppView's
-indexed ones (appview.py), so a block shows here after the indexing delay like everywhere.
+Posts and engagers come from posts.py (computed, never stored), newcomers who arrive over
+time from arrivals.py: a reference to a post is (post, kind, index), kind None for the seeded
+post itself, index an int for its own engagers or an Arrival. Blocks are the AppView's indexed
+ones (appview.py), so a block shows here after the indexing delay like everywhere.
 
 Checked against bluesky-social/atproto (packages/bsky/src):
 - api/app/bsky/feed/getPosts.ts: the uris deduplicated, posts whose author has a block either
@@ -29,6 +31,7 @@ Checked against bluesky-social/atproto (packages/bsky/src):
   #viewNotFound); lexicons/app/bsky/feed/defs.json.
 """
 
+from .arrivals import Arrival, page
 from .posts import LIKE, QUOTE, REPLY, REPOST, iso, parse_cursor
 from .repo import XrpcError
 
@@ -60,8 +63,19 @@ class Feed:
         post, kind, index = ref
         if kind is None:
             return self._author(post)
+        if isinstance(index, Arrival):
+            return index.did, index.handle, None
         did, handle = post.account(kind, index)
         return did, handle, None
+
+    def resolve(self, uri):
+        """(post, kind, index) of a seeded post, an engager's or a newcomer's, or None."""
+        ref = self.fake.posts.resolve(uri)
+        if ref is None:
+            newcomer = self.fake.arrivals.post(uri)
+            if newcomer is not None:
+                ref = (newcomer.stream.subject, newcomer.stream.kind - 1, newcomer)
+        return ref
 
     @staticmethod
     def _blocked(viewer, did, account=None):
@@ -98,37 +112,49 @@ class Feed:
         post, kind, index = ref
         if kind is None:
             return post.uri, post.cid
+        if isinstance(index, Arrival):
+            return index.uri, index.cid
         return post.record_uri(kind, index), post.record_cid(kind, index)
+
+    @staticmethod
+    def _times(ref):
+        """(createdAt, indexedAt) in milliseconds; a newcomer's createdAt may be backdated."""
+        post, kind, index = ref
+        if kind is None:
+            return post.created_ms, post.created_ms
+        if isinstance(index, Arrival):
+            return index.created_ms, index.indexed_ms
+        return post.at_ms(index), post.at_ms(index)
 
     def _record(self, ref):
         post, kind, index = ref
         root = {"uri": post.uri, "cid": post.cid}
         if kind is None:
-            text, ms = f"Post {post.rkey}", post.created_ms
+            text = f"Post {post.rkey}"
         else:
-            text, ms = f"{'Quote' if kind == QUOTE else 'Reply'} {index}", post.at_ms(index)
+            number = f"n{index.index}" if isinstance(index, Arrival) else index
+            text = f"{'Quote' if kind == QUOTE else 'Reply'} {number}"
         record = {"$type": "app.bsky.feed.post", "text": text, "langs": ["en"]}
         if kind == QUOTE:
             record["embed"] = {"$type": EMBED_RECORD, "record": root}
         if kind == REPLY:
-            parent = post.reply_parent(index)
-            if parent is not None:
-                uri, cid = self._uri_cid((post, REPLY, parent))
-                parent = {"uri": uri, "cid": cid}
-            record["reply"] = {"root": root, "parent": parent or root}
-        record["createdAt"] = iso(ms)
+            parent_ref = self._parent_ref(ref)
+            uri, cid = self._uri_cid(parent_ref)
+            record["reply"] = {"root": root, "parent": {"uri": uri, "cid": cid}}
+        record["createdAt"] = iso(self._times(ref)[0])
         return record
 
-    @staticmethod
-    def _counts(ref):
-        """The aggregates the AppView keeps: replyCount counts direct replies only."""
+    def _counts(self, ref):
+        """The aggregates the AppView keeps: replyCount counts direct replies only (every
+        newcomer's reply answers the post)."""
         post, kind, index = ref
         if kind is None:
-            likes, reposts, quotes, _ = post.counts
-            replies = post.reply_count()
+            arrived = [self.fake.arrivals.count(post, k) for k in (LIKE, REPOST, QUOTE, REPLY)]
+            likes, reposts, quotes = (post.counts[k] + arrived[k] for k in (LIKE, REPOST, QUOTE))
+            replies = post.reply_count() + arrived[REPLY]
         else:
             likes = reposts = quotes = 0
-            replies = post.reply_count(index) if kind == REPLY else 0
+            replies = post.reply_count(index) if kind == REPLY and isinstance(index, int) else 0
         return {
             "bookmarkCount": 0,
             "replyCount": replies,
@@ -148,7 +174,7 @@ class Feed:
         view = {"uri": uri, "cid": cid, "author": self._basic(viewer, *who), "record": record}
         if kind == QUOTE:
             view["embed"] = self._quoted(viewer, post, who)
-        view.update(self._counts(ref), indexedAt=record["createdAt"])
+        view.update(self._counts(ref), indexedAt=iso(self._times(ref)[1]))
         if viewer is not None:
             view["viewer"] = {"bookmarked": False, "threadMuted": False, "embeddingDisabled": False}
         view["labels"] = []
@@ -189,7 +215,7 @@ class Feed:
     def posts(self, viewer, uris):
         views = []
         for uri in dict.fromkeys(uris):  # dedupeStrs
-            ref = self.fake.posts.resolve(uri)
+            ref = self.resolve(uri)
             who = ref and self._who(ref)
             if who is None or self._blocked(viewer, who[0], who[2]):
                 continue
@@ -231,33 +257,40 @@ class Feed:
             hidden = author[2].seen_blocks
         blocked = viewer.seen_blocks if viewer is not None else {}
         view = self.appview.profile_view
+        arrivals = self.fake.arrivals
+        stream = arrivals.stream(post, kind)
 
         def fetch(cursor, limit):
-            start = post.index_after(kind, cursor) if cursor else 0
-            end = min(count, start + limit)
-            page = []
-            for index in range(start, end):
-                did, handle = post.account(kind, index)
+            key = parse_cursor(cursor) if cursor else None
+            start = post.first_after(kind, *key) if key else 0
+            entries, more = page(stream, arrivals.arrived(stream), count, start, key, limit)
+            items = []
+            for entry in entries:
+                ref = (post, kind, entry)
+                did, handle, _ = self._who(ref)
                 if did in blocked or did in hidden:
                     continue
                 if kind == LIKE:
-                    at = iso(post.at_ms(index))
-                    page.append(
-                        {"actor": view(viewer, did, handle), "createdAt": at, "indexedAt": at}
-                    )
+                    created, indexed = (iso(ms) for ms in self._times(ref))
+                    actor = view(viewer, did, handle)
+                    items.append({"actor": actor, "createdAt": created, "indexedAt": indexed})
                 elif kind == REPOST:
-                    page.append(view(viewer, did, handle))
+                    items.append(view(viewer, did, handle))
                 else:
-                    page.append(self.post_view(viewer, (post, QUOTE, index), (did, handle, None)))
-            more = start < end < count
-            return page, (post.cursor_after(kind, end - 1) if more else None)
+                    items.append(self.post_view(viewer, ref, (did, handle, None)))
+            if not (more and entries):
+                return items, None
+            last = entries[-1]
+            if isinstance(last, Arrival):
+                return items, last.cursor
+            return items, post.cursor_after(kind, last)
 
         return fetch
 
     # -- threads -----------------------------------------------------------------
     def thread(self, viewer, uri, depth, height):
-        anchor = self._resolve_uri(uri)
-        ref = self.fake.posts.resolve(anchor)
+        anchor = self.resolve_uri(uri)
+        ref = self.resolve(anchor)
         who = ref and self._who(ref)
         if who is None:
             raise XrpcError.invalid(f"Post not found: {anchor}", "NotFound")
@@ -273,7 +306,7 @@ class Feed:
         node["threadContext"] = {}
         return {"thread": node}
 
-    def _resolve_uri(self, uri):
+    def resolve_uri(self, uri):
         """hydrator.ts resolveUri: the handle of an at:// URI replaced by its DID."""
         if not uri.startswith("at://"):
             return uri
@@ -294,7 +327,7 @@ class Feed:
         post, kind, index = ref
         if kind != REPLY:
             return None
-        parent = post.reply_parent(index)
+        parent = None if isinstance(index, Arrival) else post.reply_parent(index)
         return (post, None, None) if parent is None else (post, REPLY, parent)
 
     def _parent(self, viewer, ref, who, height):
@@ -323,10 +356,16 @@ class Feed:
         if depth < 1:
             return None
         post, kind, index = ref
-        if kind == QUOTE:
+        if kind == QUOTE or isinstance(index, Arrival):
             return []
+        children = post.reply_children(index if kind == REPLY else None)
+        if kind is None:  # newcomers answer the post: newest first, backdated ones last
+            stream = self.fake.arrivals.stream(post, REPLY)
+            arrived = self.fake.arrivals.arrived(stream)
+            if arrived:
+                children = [*stream.on_time(arrived), *children, *stream.backdated_run(arrived)]
         replies = []
-        for child in post.reply_children(index if kind == REPLY else None):
+        for child in children:
             child_ref = (post, REPLY, child)
             child_who = self._who(child_ref)
             if self._blocks_between(child_who, who):

@@ -10,7 +10,8 @@ derives them from a hash) and are reversible without a table: 120 bits hold the 
 check value, the target's key, its follower count and the follower's index, mixed by an
 invertible permutation so that neighbours do not look alike. Decoding a DID is a few integer
 operations, so a page of followers never scans anything. The same encoding, with its own kind,
-names the computed likers, reposters, quoters and repliers of seeded posts (posts.py).
+names the computed likers, reposters, quoters and repliers of seeded posts (posts.py) and the
+newcomers who arrive over time (arrivals.py).
 
 Followers are listed newest first. Follower i followed at FOLLOWED_AT_MS - i milliseconds, and
 a page's cursor is "<that time>__<follow record CID>", the reference AppView's keyset cursor
@@ -36,7 +37,8 @@ _MUL2 = 0xC2B2AE3D27D4EB4F165667B19E3779F9 & _MASK | 1
 _INV1 = pow(_MUL1, -1, 1 << _BITS)
 _INV2 = pow(_MUL2, -1, 1 << _BITS)
 
-KIND_TARGET, KIND_FOLLOWER, KIND_ENGAGER = 1, 2, 3  # engagers of seeded posts: posts.py
+# Engagers of seeded posts: posts.py; newcomers who arrive over time: arrivals.py.
+KIND_ARRIVAL, KIND_TARGET, KIND_FOLLOWER, KIND_ENGAGER = 0, 1, 2, 3
 _CHECK_BITS, _KEY_BITS, _COUNT_BITS, _INDEX_BITS = 13, 51, 27, 27
 MAX_FOLLOWERS = (1 << _COUNT_BITS) - 1
 _NAME_LETTERS = 10  # 5 bits a letter, in the low 50 bits of the key
@@ -120,8 +122,6 @@ def decode_did(did):
     count = (value >> _INDEX_BITS) & MAX_FOLLOWERS
     key = (value >> 54) & ((1 << _KEY_BITS) - 1)
     kind = value >> 118
-    if kind not in (KIND_TARGET, KIND_FOLLOWER, KIND_ENGAGER):
-        return None
     if (value >> 105) & ((1 << _CHECK_BITS) - 1) != _check(kind, key, count, index):
         return None
     return kind, key, count, index
@@ -161,12 +161,23 @@ class Target:
         follow_cid = syntax.cid_for(f"{self.did}/follow/{index}".encode())
         return f"{FOLLOWED_AT_MS - index}__{follow_cid}"
 
-    def index_after(self, cursor):
-        """The first follower index after a cursor; ValueError for a malformed one."""
-        primary, separator, secondary = cursor.partition("__")
-        if not separator or not secondary or "__" in secondary:
-            raise ValueError(cursor)
-        return max(0, FOLLOWED_AT_MS - int(primary) + 1)
+    @property
+    def oldest_ms(self):
+        """When the oldest follow was made (the newest: FOLLOWED_AT_MS)."""
+        return FOLLOWED_AT_MS - max(self.count - 1, 0)
+
+    @staticmethod
+    def first_after(ms):
+        """The first follower index older than a cursor's milliseconds."""
+        return max(0, FOLLOWED_AT_MS - ms + 1)
+
+
+def parse_cursor(cursor):
+    """(milliseconds, CID) of a follow list's cursor; ValueError for a malformed one."""
+    primary, separator, secondary = cursor.partition("__")
+    if not separator or not secondary or "__" in secondary:
+        raise ValueError(cursor)
+    return int(primary), secondary
 
 
 class Targets:
@@ -230,7 +241,7 @@ class Targets:
             if decoded is None:
                 return None
             kind, key, count, index = decoded
-            if kind == KIND_ENGAGER:
+            if kind in (KIND_ENGAGER, KIND_ARRIVAL):
                 return None
             target = self._from_key(key, count)
             if target is None:

@@ -168,10 +168,12 @@ class Post:
         """The keyset cursor of a page that ended with engagement ``index``."""
         return f"{self.at_ms(index)}__{self.record_cid(kind, index)}"
 
-    def index_after(self, kind, cursor):
-        """The first index older than a "<ms>__<cid>" cursor: (sortAt, cid) < the cursor's.
-        ValueError for a malformed one (pagination.ts: two parts, a number first)."""
-        ms, cid = parse_cursor(cursor)
+    def oldest_ms(self, kind):
+        """When the oldest engagement of ``kind`` happened (the newest: base_ms)."""
+        return self.base_ms - max(self.counts[kind] - 1, 0)
+
+    def first_after(self, kind, ms, cid):
+        """The first index older than a cursor's (ms, cid): (sortAt, cid) < the cursor's."""
         index = self.base_ms - ms
         if index < 0:
             return 0

@@ -5,13 +5,17 @@ Test hooks (never part of Bluesky's API; JSON in, JSON out):
   POST /_fake/targets   {"handle", "followers"}   register a synthetic target
   POST /_fake/posts     {"author", "rkey", "likes", "reposts", "quotes", "replies"}   a post with
                         computed engagement (posts.py); answers its "uri" and "cid"
+  POST /_fake/arrivals  {"subject", "kind", "per_minute", "backdate_every"}   new followers of a
+                        target or engagers of a post from now on (arrivals.py); answers the
+                        stream: how many arrived, the handles' pattern
   POST /_fake/reset     forget everything but the start-up settings and seeds
   POST /_fake/revoke    {"handle"}   revoke the account's app password
   POST /_fake/status    {"handle", "status": "takendown" | "deactivated" | "active"}
   POST /_fake/faults    {"fail_status", "fail_count", "stall_s", "stall_count", "drop_count",
                          "only": [NSID, ...]}   see faults.py
   GET|POST /_fake/config   read or change settings (config.py)
-  GET /_fake/state[?handle=H]   per account: blocks held, duplicates, writes refused, 429s
+  GET /_fake/state[?handle=H]   per account: blocks held, duplicates, writes refused, 429s;
+                        the posts and arrival streams
 """
 
 import contextlib
@@ -117,6 +121,16 @@ class Handler(BaseHTTPRequestHandler):
                     *(body.get(kind, 0) for kind in KIND_NAMES),
                 )
                 return self._reply(200, post.summary())
+            if (name, method) == ("arrivals", "POST"):
+                return self._reply(
+                    200,
+                    fake.add_arrivals(
+                        body["subject"],
+                        body["kind"],
+                        body["per_minute"],
+                        body.get("backdate_every", 0),
+                    ),
+                )
             if (name, method) == ("reset", "POST"):
                 fake.reset()
                 return self._reply(200, {})

@@ -136,3 +136,16 @@ def test_the_official_sdk_reads_a_pile_on(fakesky):
     assert isinstance(blocked, models.AppBskyFeedDefs.BlockedPost)
     assert blocked.author.viewer.blocking
     assert len({*likers, *(a.did for a in reposters)}) == 230 + 40 - 8  # 8 reposters liked too
+
+    # New likes keep arriving, every other one backdated to the end of the list.
+    fakesky.arrivals(uri, "likes", 6000, backdate_every=2)
+    wait_until(
+        lambda: client.get_posts([uri]).posts[0].like_count >= 236,
+        10,
+        interval=0.02,
+        message="six new likes",
+    )
+    newest = client.get_likes(uri, limit=3)
+    labels = [like.actor.handle.split(".")[0] for like in newest.likes]
+    assert all(label.startswith("nl") and int(label[2:]) % 2 == 0 for label in labels), labels
+    assert newest.likes[0].created_at == newest.likes[0].indexed_at
