@@ -202,9 +202,21 @@ class CampaignForm(forms.Form):
                 "Choose who to take: people who liked, reposted, quoted or replied."
             )
         missing = "There is no such post, or it was deleted. Check the link."
-        if not actor.startswith("did:"):
-            actor = self._network(lambda: self.client.resolve(actor), missing).did
-        uri = f"at://{actor}/app.bsky.feed.post/{rkey}"
+        author = self._network(lambda: self.client.resolve(actor), missing)
+        uri = f"at://{author.did}/app.bsky.feed.post/{rkey}"
+        if author.blocking_uri or author.blocked_by:
+            # The AppView hides the posts of an account either side blocks, and with them
+            # the post's likes and thread (packages/bsky getPosts: noBlocks).
+            who = "you block them" if author.blocking_uri else "they block you"
+            missing = (
+                f"Bluesky hides the posts of @{author.handle} from you because {who}, and"
+                " with them who liked, reposted, quoted or replied. Lift that block on Bluesky"
+                " (or undo it on your Blocks page), start from the post, and tick “The"
+                " post's author too” to block them again."
+                if author.blocking_uri
+                else f"Bluesky hides the posts of @{author.handle} from you because {who}:"
+                " who engaged with them cannot be read. Start from their account instead."
+            )
         self.post = self._network(lambda: self.client.post(uri), missing)
         self.profile = self.post.author
         if PostGroup.REPLIES in data["post_groups"]:

@@ -73,6 +73,7 @@ def _profile(data: dict) -> Profile:
         blocking_uri=viewer.get("blocking"),
         following=bool(viewer.get("following")),
         muted=bool(viewer.get("muted")),
+        blocked_by=bool(viewer.get("blockedBy")),
     )
 
 

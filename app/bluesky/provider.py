@@ -17,6 +17,7 @@ class Profile:
     blocking_uri: str | None = None
     following: bool = False
     muted: bool = False
+    blocked_by: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from django import forms
 from blocking import batches, buckets, pacing, tasks
 from blocking.forms import parse_post
 from blocking.models import ActionRecord, Batch, Campaign, TokenBucket
+from blocking.network import client_for
 from blocking.tests.helpers import finished, unlimited
 
 RKEY = "3lpileon2abcd"
@@ -195,3 +196,21 @@ def test_everyone_on_a_post_is_blocked_once_and_the_tokens_of_repeats_come_back(
     page = client.get(f"/campaigns/{campaign.pk}/").content.decode()
     assert "Block who engaged with a post by @crowd-300.fake.test" in page
     assert "120 likes, 40 reposts, 15 quotes, 30 replies" in page
+
+
+@pytest.mark.django_db
+def test_a_post_whose_author_the_person_blocks_says_why_it_cannot_be_read(
+    client, person, pile_on, fakesky
+):
+    """The AppView hides the posts of an account the viewer blocks (getPosts: noBlocks),
+    and the common case is exactly that: the person blocked the troll first."""
+    user = person()
+    fakesky.configure(indexing_delay_s=0)
+    link, _ = pile_on()
+    with client_for(user.account) as network:
+        network.block_many([network.resolve("crowd-300.fake.test").did])
+    page = client.post("/campaigns/new/", post_form(link, preview=True)).content.decode()
+    assert "Bluesky hides the posts of @crowd-300.fake.test from you because you block them" in (
+        page
+    )
+    assert not Campaign.objects.exists()
