@@ -9,6 +9,7 @@ Examples:
 
 import argparse
 import contextlib
+import io
 import signal
 import sys
 import threading
@@ -137,6 +138,18 @@ def seed(fake, args):
         )
 
 
+def same_seeds(restored, args, config):
+    """Whether the saved state was seeded as this command line seeds: a changed --post,
+    --target or --account starts afresh, as a changed setting does."""
+    fresh = FakeBluesky(config)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # main() prints the seeds it makes
+            seed(fresh, args)
+    except ValueError:
+        return False  # main() seeds again and reports the error
+    return fresh.seeds == restored.seeds
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
@@ -144,6 +157,9 @@ def main(argv=None):
     except ValueError as error:
         sys.exit(f"fakesky: {error}")
     restored = FakeBluesky.restore(args.state_file, config) if args.state_file else None
+    if restored and not same_seeds(restored, args, config):
+        print(f"state in {args.state_file} not restored: the seeds changed", flush=True)
+        restored = None
     server, url = serve(args.host, args.port, config, fake=restored)
     fake = server.fake
     if restored:

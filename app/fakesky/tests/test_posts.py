@@ -357,3 +357,16 @@ def test_seeded_posts_survive_a_reset_and_a_restart(tmp_path):
         assert len(likes) == 20
     finally:
         stop(process)
+
+
+def test_a_changed_post_seed_starts_afresh_instead_of_restoring_the_old_post(tmp_path):
+    """A demo host upgraded to another --post must serve that post, not the saved one."""
+    port, state_file = free_port(), tmp_path / "state.pickle"
+    process, http = start(port, state_file, "--post", f"crowd-70.fake.test/{RKEY}:20:5:4:3")
+    stop(process)
+    process, http = start(port, state_file, "--post", f"crowd-70.fake.test/{RKEY}:9:0:0:0")
+    try:
+        assert [p["likes"] for p in http.get("/_fake/state").json()["posts"]] == [9]
+    finally:
+        output = stop(process)
+    assert "not restored: the seeds changed" in output
