@@ -132,6 +132,21 @@ def start(port, state_file, *flags):
     return process, http
 
 
+def refusal(flag, value):
+    """python -m fakesky FLAG VALUE, which must refuse to start: its error output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fakesky", "--port", str(free_port()), flag, value],
+        cwd=APP_DIR,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert flag in result.stderr
+    return result.stderr
+
+
 def stop(process, signal_name="terminate"):
     getattr(process, signal_name)()
     process.wait(10)
