@@ -61,12 +61,17 @@ def balance(user) -> Balance:
 def debit(user, cost) -> bool:
     """Take `cost` tokens if the person has them; True if taken. Atomic, never overspends."""
     bucket_for(user)
+    return take(user.pk, cost)
+
+
+def take(user_id, cost) -> bool:
+    """debit() for the workers, who know the person by id only: the bucket exists."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE blocking_tokenbucket SET tokens = {_REFILLED} - %s,"  # noqa: S608
             " refilled_at = GREATEST(refilled_at, clock_timestamp())"
             f" WHERE user_id = %s AND {_REFILLED} >= %s RETURNING tokens",
-            [cost, user.pk, cost],
+            [cost, user_id, cost],
         )
         return cursor.fetchone() is not None
 

@@ -35,6 +35,9 @@ POST_PAGE_FAILED = (
     "Bluesky kept failing while listing who engaged with the post; the rest was not blocked."
 )
 POST_GONE = "The post no longer exists."
+WATCH_WAITS = "Watching waits for tokens: newcomers are blocked once your bucket refills."
+# A watched campaign's position between its passes: the next page is a newest-first poll.
+WATCHING = "~watching"
 
 
 def backoff_s(failures):
@@ -221,6 +224,12 @@ def _position(campaign, group, cursor):
     return f"{following[0]}:" if following else None
 
 
+def _list_page(client, campaign, group, cursor):
+    if group == "followers":
+        return client.followers_page(campaign.target_did, cursor, limit=100)
+    return client.engagers_page(group, campaign.post_uri, cursor, limit=100)
+
+
 def _read_page(account, campaign, position):
     """Read up to a page of accounts from `position`, going on to a post's next group when
     one ends. Stops early (keeping what it read) on a wait or an error, which it returns
@@ -232,10 +241,7 @@ def _read_page(account, campaign, position):
     try:
         with client_for(account, interactive=False) as client:
             while len(profiles) < settings.FOLLOWER_PAGE_SIZE:
-                if group == "followers":
-                    page = client.followers_page(campaign.target_did, cursor, limit=100)
-                else:
-                    page = client.engagers_page(group, campaign.post_uri, cursor, limit=100)
+                page = _list_page(client, campaign, group, cursor)
                 profiles.extend(page.followers)
                 counts[group] = counts.get(group, 0) + len(page.followers)
                 next_position = _position(campaign, group, page.cursor)
@@ -253,11 +259,88 @@ def _read_page(account, campaign, position):
     return profiles, counts, next_position, stopped
 
 
+def _read_newest(account, campaign):
+    """A watch poll: each list newest first, page by page, until a page shows someone the
+    campaign already knows (or the list ends, or WATCH_MAX_PAGES): newcomers are on top.
+    The AppView leaves out accounts the person blocks, so who it shows is mostly new."""
+    profiles, stopped = [], None
+    try:
+        with client_for(account, interactive=False) as client:
+            for group in campaign.post_groups or ["followers"]:
+                cursor = None
+                for _ in range(settings.WATCH_MAX_PAGES):
+                    page = _list_page(client, campaign, group, cursor)
+                    profiles.extend(page.followers)
+                    cursor = page.cursor
+                    if not cursor or _knows_some(campaign, account, page.followers):
+                        break
+    except (
+        RateLimited,
+        ProviderError,
+        CredentialsRevoked,
+        NotFound,
+        pacing.AddressBudgetSpent,
+    ) as error:
+        stopped = error
+    return profiles, stopped
+
+
+def _knows_some(campaign, account, profiles):
+    """Whether any of these the campaign met before: skipped for a reason the network
+    shows, taken in, blocked, or on the never-block list."""
+    dids = [p.did for p in profiles]
+    if any(p.did == account.did or p.following or p.blocking_uri or p.muted for p in profiles):
+        return True
+    return bool(
+        taken_in(campaign, dids)
+        or held(campaign.user_id, campaign.action, dids)
+        or trusted(campaign.user_id, dids)
+    )
+
+
+def _newcomers(campaign, subjects):
+    """The counters for newcomers a watch takes in, each paid with a token, and whether
+    they were paid: the person's bucket may not pay for them now (a later poll finds them
+    again, and the campaign says why it waits)."""
+    if not subjects:
+        return ({"error": ""} if campaign.error == WATCH_WAITS else {}), True
+    if not buckets.take(campaign.user_id, len(subjects)):
+        return {"error": WATCH_WAITS}, False
+    n = len(subjects)
+    changes = {
+        "found": F("found") + n,
+        "expected": F("expected") + n,
+        "tokens_debited": F("tokens_debited") + n,
+        "watched": F("watched") + n,
+        "error": "",
+    }
+    return changes, True
+
+
+def _watch_next(campaign, now, next_at, done_paging):
+    """After a watched campaign's pass or poll: poll again, rescan, or stop watching."""
+    if now >= campaign.watch_until:
+        return {"pages_done": True, "next_page_at": None, "rescanning": False}
+    if done_paging:  # a pass ended: watch from now on
+        return {
+            "cursor": WATCHING,
+            "pages_done": False,
+            "next_page_at": now + timedelta(seconds=settings.WATCH_POLL_S),
+            "watching_since": campaign.watching_since or now,
+            "rescanning": False,
+            "rescan_at": now + timedelta(seconds=settings.WATCH_RESCAN_S),
+        }
+    if campaign.rescan_at and now >= campaign.rescan_at:  # read every list whole again
+        return {"cursor": "", "rescanning": True, "next_page_at": now}
+    return {"next_page_at": next_at}
+
+
 def taken_in(campaign, dids):
-    """The DIDs of these a post's campaign already took in from another of its lists (a
-    person who liked and replied): waiting in its batches, or blocked by it. Batches are
+    """The DIDs of these a campaign already took in: from another of a post's lists (a
+    person who liked and replied), or on an earlier pass or poll of a watched campaign.
+    Waiting in its batches, or blocked by it. Batches are
     read first: a batch becomes records in one commit, so one of the two reads sees it."""
-    if not campaign.post_uri or not dids:
+    if not (campaign.post_uri or campaign.watch) or not dids:
         return set()
     waiting = set()
     for batch_dids in Batch.objects.filter(
@@ -287,7 +370,15 @@ def fetch_follower_page(self, campaign_id, cursor):
     account = usable_account(campaign.user_id)
     if account is None:
         return
-    followers, counts, next_cursor, stopped = _read_page(account, campaign, cursor)
+    # A watch poll, or a watched campaign's rescan, takes in newcomers only: whoever it
+    # met before is neither found nor skipped again.
+    quiet = cursor == WATCHING or campaign.rescanning
+    if cursor == WATCHING:
+        (followers, stopped), counts, next_cursor = _read_newest(account, campaign), {}, None
+    else:
+        followers, counts, next_cursor, stopped = _read_page(account, campaign, cursor)
+        if quiet:
+            counts = {}
     if isinstance(stopped, CredentialsRevoked):
         return account_refused(account, stopped)
     if isinstance(stopped, NotFound):
@@ -313,7 +404,8 @@ def fetch_follower_page(self, campaign_id, cursor):
             wanted.append(profile)
     now = timezone.now()
     if stopped is None:
-        next_at, failures = now + timedelta(seconds=settings.FOLLOWER_PAGE_DELAY_S), 0
+        delay = settings.WATCH_POLL_S if cursor == WATCHING else settings.FOLLOWER_PAGE_DELAY_S
+        next_at, failures = now + timedelta(seconds=delay), 0
     elif isinstance(stopped, pacing.AddressBudgetSpent):
         next_at, failures = now + timedelta(seconds=stopped.wait_s), campaign.page_failures
     elif isinstance(stopped, RateLimited):
@@ -336,23 +428,33 @@ def fetch_follower_page(self, campaign_id, cursor):
         owned = held(campaign.user_id, campaign.action, [p.did for p in wanted])
         ours = [(p.did, p.handle) for p in wanted if p.did not in owned]
         reasons[SkipReason.ALREADY] += len(wanted) - len(ours)
+        changes = {}
+        if quiet:
+            changes, paid = _newcomers(locked, ours)
+            ours = ours if paid else []
         new_batches(campaign, ours)
-        found_by = dict(locked.found_by)
-        for group, count in counts.items():
-            found_by[group] = found_by.get(group, 0) + count
-        done_paging = stopped is None and not next_cursor
+        found_by = merged(locked.found_by, counts)
+        done_paging = stopped is None and not next_cursor and cursor != WATCHING
         new_cursor = (next_cursor or "") if followers or stopped is None else cursor
+        if cursor == WATCHING:
+            new_cursor = WATCHING
         by_countdown = settings.FOLLOWER_PAGE_RELEASE == "countdown" and not done_paging
-        Campaign.objects.filter(pk=campaign_id).update(
-            found=F("found") + len(seen) - len(repeats),
+        if not quiet:
+            changes = {
+                "found": F("found") + len(seen) - len(repeats),
+                "skipped": F("skipped") + sum(reasons.values()),
+                "skipped_by": merged(locked.skipped_by, reasons),
+            }
+        changes.update(
             found_by=found_by,
-            skipped=F("skipped") + sum(reasons.values()),
-            skipped_by=merged(locked.skipped_by, reasons),
             cursor=new_cursor,
             pages_done=done_paging,
             next_page_at=None if done_paging or by_countdown else next_at,
             page_failures=failures,
         )
+        if locked.watch and (done_paging or cursor == WATCHING):
+            changes.update(_watch_next(locked, now, next_at, done_paging))
+        Campaign.objects.filter(pk=campaign_id).update(**changes)
         transaction.on_commit(lambda: pacing.dispatch(campaign.user_id))
         if by_countdown:
             # The seed's naive release, for the benchmark's naive host only: no due row for

@@ -123,6 +123,12 @@ class CampaignForm(forms.Form):
     with_author = forms.BooleanField(required=False, label="The post's author too")
     action = forms.ChoiceField(choices=ACTION_CHOICES, initial=Action.BLOCK, label="Do")
     duration = forms.ChoiceField(choices=DURATION_CHOICES, initial="4", label="For")
+    watch = forms.BooleanField(
+        required=False,
+        label="Keep watching",
+        help_text="Block newcomers too (new followers, new likes, reposts, quotes and replies)"
+        " for the campaign's whole time, one token each.",
+    )
 
     def __init__(self, *args, client=None, account=None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -153,6 +153,15 @@ class Campaign(models.Model):
     # Network errors fetching follower pages in a row; waits never count.
     page_failures = models.PositiveSmallIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
+    # Watching: after the first pass, the lists are polled newest first for newcomers
+    # (the campaign's position is then WATCHING) and read whole again now and then
+    # (`rescanning`), until watch_until; `watched` counts the newcomers taken in.
+    watch = models.BooleanField(default=False)
+    watch_until = models.DateTimeField(null=True, blank=True)
+    watching_since = models.DateTimeField(null=True, blank=True)
+    rescan_at = models.DateTimeField(null=True, blank=True)
+    rescanning = models.BooleanField(default=False)
+    watched = models.PositiveIntegerField(default=0)
     # The person asked to lift this campaign's blocks and mutes now, before their time is
     # up (release_expired takes them, a bounded number a pass, and clears it when done).
     lift_requested_at = models.DateTimeField(null=True, blank=True)

@@ -197,6 +197,9 @@ def _start(user, form):
             scope=data["scope"],
             duration_weeks=weeks,
             until=timezone.now() + timedelta(weeks=weeks) if weeks else None,
+            watch=data["watch"] and data["scope"] != Scope.ACCOUNT,
+            watch_until=timezone.now()
+            + (timedelta(weeks=weeks) if weeks else timedelta(seconds=settings.WATCH_MAX_S)),
             expected=form.cost,
             tokens_debited=form.cost,
             # Due once start_campaign's lease is over: if its message is lost, beat starts it.
@@ -301,6 +304,8 @@ def _progress(campaign, account):
         else None
     )
     left = estimate.for_campaign(campaign, account, now=now)
+    if campaign.watching_since:
+        left = None  # what is left is what will arrive
     return {
         "status": campaign.status,
         "status_label": campaign.get_status_display(),
@@ -324,7 +329,20 @@ def _progress(campaign, account):
         "next_page_at": next_page.isoformat() if next_page else None,
         "next_page_text": _at(next_page, now) if next_page else "",
         "error": campaign.error,
+        "watch_text": _watch_text(campaign, now),
     }
+
+
+def _watch_text(campaign, now):
+    """'Watching: 12 new since 14:05 UTC, until 2027-01-02': what watching found."""
+    if not campaign.watch or campaign.status != Campaign.Status.RUNNING:
+        return ""
+    until = f"until {campaign.watch_until:%Y-%m-%d %H:%M} UTC"
+    if not campaign.watching_since:
+        return f"Watching for newcomers once every account found so far is in, {until}."
+    since = f"{campaign.watching_since:%Y-%m-%d %H:%M} UTC"
+    rescan = " (reading every list again now)" if campaign.rescanning else ""
+    return f"Watching: {campaign.watched:,} new since {since}, {until}{rescan}."
 
 
 def _skipped_text(campaign):

@@ -196,6 +196,14 @@ BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
 # task a worker holds in memory until due: the seed's naive way, kept only so
 # the benchmark can compare the two; see docs/benchmarks.md).
 FOLLOWER_PAGE_RELEASE = env("SHOESTRING_FOLLOWER_PAGE_RELEASE", "beat")
+# Watching a campaign's lists for newcomers (Campaign.watch): a newest-first poll this
+# often, of at most this many pages of 100 a list, a full rescan this often (the
+# AppView's order can be backdated), and for at most this long when the campaign has no
+# end of its own.
+WATCH_POLL_S = env_int("SHOESTRING_WATCH_POLL_S", 300)
+WATCH_MAX_PAGES = env_int("SHOESTRING_WATCH_MAX_PAGES", 5)
+WATCH_RESCAN_S = env_int("SHOESTRING_WATCH_RESCAN_S", 6 * 3600)
+WATCH_MAX_S = env_int("SHOESTRING_WATCH_MAX_S", 28 * 86400)
 # Tasks of one person in the broker or running at once; the rest wait as Batch rows.
 MAX_IN_FLIGHT_PER_ACCOUNT = env_int("SHOESTRING_MAX_IN_FLIGHT_PER_ACCOUNT", 2)
 # Network errors (5xx, timeouts) a batch may meet before it fails for good.

@@ -36,6 +36,9 @@
     set("next_page", p.next_page_text);
     set("waiting", p.waiting_text);
     set("found", count(p.found));
+    const watch = document.getElementById("watch");
+    if (watch.textContent !== p.watch_text) watch.textContent = p.watch_text;
+    watch.hidden = !p.watch_text;
     if (document.getElementById("found_by")) set("found_by", p.found_by);
     set("acted", count(p.acted));
     if (document.getElementById("muted")) set("muted", count(p.muted));

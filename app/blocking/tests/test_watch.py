@@ -1,0 +1,121 @@
+"""Watching a campaign for its whole time: after the first pass, newest-first polls take in
+the newcomers (each once, one token each), a rescan finds the ones whose order was
+backdated, and watching ends with the campaign's time. Run here, task by task, against
+the fake's arrivals over real HTTP."""
+
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from blocking import buckets, pacing, tasks
+from blocking.campaigns import WATCHING
+from blocking.models import Batch, Campaign, TokenBucket
+
+pytestmark = pytest.mark.django_db
+TARGET = "crowd-300.fake.test"
+
+
+def waiting_dids():
+    return [did for dids in Batch.objects.values_list("dids", flat=True) for did in dids]
+
+
+@pytest.fixture
+def watched(client, person, django_capture_on_commit_callbacks):
+    """A watched campaign against TARGET's followers, its first pass taken in; returns a
+    function that runs the campaign's next page (a poll, or a rescan's page) here."""
+    user = person()
+    TokenBucket.objects.filter(user=user).update(refill_per_hour=0)
+    data = {"target": TARGET, "scope": "followers", "action": "block", "duration": "1"}
+    assert client.post("/campaigns/new/", {**data, "watch": "on"}).status_code == 302
+    campaign = Campaign.objects.get()
+    patches = (
+        mock.patch.object(pacing, "dispatch"),
+        mock.patch.object(tasks.fetch_follower_page, "delay"),
+    )
+
+    def next_page():
+        campaign.refresh_from_db()
+        with patches[0], patches[1], django_capture_on_commit_callbacks(execute=True):
+            if not campaign.found and not campaign.cursor:
+                tasks.start_campaign.apply(args=(campaign.pk,))
+            tasks.fetch_follower_page.apply(args=(campaign.pk, campaign.cursor))
+        campaign.refresh_from_db()
+        return campaign
+
+    next_page()
+    campaign.user = user
+    return campaign, next_page
+
+
+def arrived(fakesky):
+    return sum(stream["arrived"] for stream in fakesky.state()["arrivals"])
+
+
+def test_a_poll_takes_in_each_newcomer_once_and_pays_a_token_for_each(watched, fakesky):
+    campaign, next_page = watched
+    assert campaign.cursor == WATCHING
+    assert campaign.watching_since is not None
+    assert campaign.found == campaign.expected == 300
+    before = buckets.balance(campaign.user).tokens
+    fakesky.arrivals(TARGET, "followers", per_minute=1200)
+    time.sleep(1.5)
+    fakesky.arrivals(TARGET, "followers", per_minute=0)
+    newcomers = arrived(fakesky)
+    assert newcomers >= 10
+    campaign = next_page()
+    assert campaign.watched == newcomers
+    assert (campaign.found, campaign.expected) == (300 + newcomers, 300 + newcomers)
+    assert before - buckets.balance(campaign.user).tokens == newcomers
+    assert len(waiting_dids()) == len(set(waiting_dids())) == 300 + newcomers
+    # Nothing new: the next poll takes in nobody, and skips nobody twice.
+    campaign = next_page()
+    assert (campaign.watched, campaign.found, campaign.skipped) == (newcomers, 300 + newcomers, 0)
+    assert campaign.status == Campaign.Status.RUNNING
+    assert campaign.next_page_at > timezone.now()
+
+
+def test_a_backdated_newcomer_is_missed_by_polls_and_found_by_the_rescan(watched, fakesky):
+    campaign, next_page = watched
+    fakesky.arrivals(TARGET, "followers", per_minute=1200, backdate_every=1)
+    time.sleep(1)
+    fakesky.arrivals(TARGET, "followers", per_minute=0)
+    newcomers = arrived(fakesky)
+    assert newcomers >= 5
+    campaign = next_page()
+    assert campaign.watched == 0  # they sort after the 300 known ones: the poll stops first
+    Campaign.objects.filter(pk=campaign.pk).update(rescan_at=timezone.now())
+    campaign = next_page()
+    assert (campaign.cursor, campaign.rescanning) == ("", True)
+    for _ in range(5):
+        campaign = next_page()
+        if campaign.cursor == WATCHING:
+            break
+    assert not campaign.rescanning
+    assert campaign.watched == newcomers
+    assert campaign.found == 300 + newcomers
+    assert campaign.skipped == 0
+    assert len(waiting_dids()) == len(set(waiting_dids())) == 300 + newcomers
+
+
+def test_watching_waits_for_tokens_and_ends_with_the_campaigns_time(watched, fakesky):
+    campaign, next_page = watched
+    TokenBucket.objects.filter(user=campaign.user).update(tokens=0)
+    fakesky.arrivals(TARGET, "followers", per_minute=1200)
+    time.sleep(0.5)
+    fakesky.arrivals(TARGET, "followers", per_minute=0)
+    campaign = next_page()
+    assert campaign.watched == 0
+    assert "Watching waits for tokens" in campaign.error
+    TokenBucket.objects.filter(user=campaign.user).update(tokens=1000)
+    campaign = next_page()
+    assert campaign.watched == arrived(fakesky)
+    assert campaign.error == ""
+    Campaign.objects.filter(pk=campaign.pk).update(
+        watch_until=timezone.now() - timedelta(seconds=1)
+    )
+    campaign = next_page()
+    assert campaign.pages_done
+    assert campaign.next_page_at is None
