@@ -36,6 +36,9 @@ POST_PAGE_FAILED = (
 )
 POST_GONE = "The post no longer exists."
 WATCH_WAITS = "Watching waits for tokens: newcomers are blocked once your bucket refills."
+# What ends a page's reading early: it keeps what it read, and the task then waits, backs
+# off or stops the campaign by the error's kind.
+PAGE_STOPS = (RateLimited, ProviderError, CredentialsRevoked, NotFound, pacing.AddressBudgetSpent)
 # A watched campaign's position between its passes: the next page is a newest-first poll.
 WATCHING = "~watching"
 
@@ -248,13 +251,7 @@ def _read_page(account, campaign, position):
                 if not next_position:
                     break
                 group, cursor = page_start(campaign, next_position)
-    except (
-        RateLimited,
-        ProviderError,
-        CredentialsRevoked,
-        NotFound,
-        pacing.AddressBudgetSpent,
-    ) as error:
+    except PAGE_STOPS as error:
         stopped = error
     return profiles, counts, next_position, stopped
 
@@ -274,13 +271,7 @@ def _read_newest(account, campaign):
                     cursor = page.cursor
                     if not cursor or _knows_some(campaign, account, page.followers):
                         break
-    except (
-        RateLimited,
-        ProviderError,
-        CredentialsRevoked,
-        NotFound,
-        pacing.AddressBudgetSpent,
-    ) as error:
+    except PAGE_STOPS as error:
         stopped = error
     return profiles, stopped
 
