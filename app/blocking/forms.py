@@ -79,6 +79,33 @@ class LinkAccountForm(forms.Form):
         return normalize_handle(self.cleaned_data["handle"])
 
 
+RATE_LIMITED = "Bluesky is rate-limiting your account right now; try again in a few minutes."
+
+
+def ask(
+    call,
+    missing,
+    invalid=None,
+    unanswered="Bluesky did not answer; nothing was started. Try again.",
+    limited=RATE_LIMITED,
+):
+    """Ask the network; its refusals become errors that say what to do next."""
+    try:
+        return call()
+    except NotFound:
+        raise forms.ValidationError(missing) from None
+    except BadRequest:
+        raise forms.ValidationError(invalid or missing) from None
+    except RateLimited:
+        raise forms.ValidationError(limited) from None
+    except CredentialsRevoked:
+        raise forms.ValidationError(
+            "Bluesky refused your app password. Link your account again with a new one."
+        ) from None
+    except ProviderError:
+        raise forms.ValidationError(unanswered) from None
+
+
 def parse_post(text):
     """(actor, record key) of a post's link or at:// address; ValidationError otherwise."""
     text = text.strip()
@@ -141,27 +168,6 @@ class CampaignForm(forms.Form):
     def clean_target(self):
         return normalize_handle(self.cleaned_data["target"])
 
-    def _network(self, call, missing, invalid=None):
-        """Ask the network; its refusals become errors that say what to do next."""
-        try:
-            return call()
-        except NotFound:
-            raise forms.ValidationError(missing) from None
-        except BadRequest:
-            raise forms.ValidationError(invalid or missing) from None
-        except RateLimited:
-            raise forms.ValidationError(
-                "Bluesky is rate-limiting your account right now; try again in a few minutes."
-            ) from None
-        except CredentialsRevoked:
-            raise forms.ValidationError(
-                "Bluesky refused your app password. Link your account again with a new one."
-            ) from None
-        except ProviderError:
-            raise forms.ValidationError(
-                "Bluesky did not answer; nothing was started. Try again."
-            ) from None
-
     def clean(self):
         data = super().clean()
         if self.errors:
@@ -175,7 +181,7 @@ class CampaignForm(forms.Form):
         target = data.get("target")
         if not target:
             raise forms.ValidationError("Type the handle of the account to block.")
-        self.profile = self._network(
+        self.profile = ask(
             lambda: self.client.resolve(target),
             missing=f"There is no Bluesky account called @{target}. Check the spelling, or copy"
             " the handle from their profile page.",
@@ -208,7 +214,7 @@ class CampaignForm(forms.Form):
                 "Choose who to take: people who liked, reposted, quoted or replied."
             )
         missing = "There is no such post, or it was deleted. Check the link."
-        author = self._network(lambda: self.client.resolve(actor), missing)
+        author = ask(lambda: self.client.resolve(actor), missing)
         uri = f"at://{author.did}/app.bsky.feed.post/{rkey}"
         if author.blocking_uri or author.blocked_by:
             # The AppView hides the posts of an account either side blocks, and with them
@@ -223,11 +229,11 @@ class CampaignForm(forms.Form):
                 else f"Bluesky hides the posts of @{author.handle} from you because {who}:"
                 " who engaged with them cannot be read. Start from their account instead."
             )
-        self.post = self._network(lambda: self.client.post(uri), missing)
+        self.post = ask(lambda: self.client.post(uri), missing)
         self.profile = self.post.author
         if PostGroup.REPLIES in data["post_groups"]:
             # The post counts its direct replies only; the thread has the answers to them.
-            thread = self._network(lambda: self.client.engagers_page("replies", uri), missing)
+            thread = ask(lambda: self.client.engagers_page("replies", uri), missing)
             self.replies = len(thread.followers)
         if self.profile.did == self.account.did:
             raise forms.ValidationError(
@@ -284,21 +290,14 @@ class TrustedForm(forms.Form):
 
     def clean_handle(self):
         handle = normalize_handle(self.cleaned_data["handle"])
-        try:
-            self.profile = self.client.resolve(handle)
-        except (NotFound, BadRequest):
-            raise forms.ValidationError(
-                f"There is no Bluesky account called @{handle}. Check the spelling, or copy the"
-                " handle from their profile page."
-            ) from None
-        except (RateLimited, ProviderError):
-            raise forms.ValidationError(
-                "Bluesky did not answer; nothing was added. Try again in a minute."
-            ) from None
-        except CredentialsRevoked:
-            raise forms.ValidationError(
-                "Bluesky refused your app password. Link your account again with a new one."
-            ) from None
+        unanswered = "Bluesky did not answer; nothing was added. Try again in a minute."
+        self.profile = ask(
+            lambda: self.client.resolve(handle),
+            missing=f"There is no Bluesky account called @{handle}. Check the spelling, or copy"
+            " the handle from their profile page.",
+            unanswered=unanswered,
+            limited=unanswered,
+        )
         if self.profile.did == self.account.did:
             raise forms.ValidationError("That is you: your own account is never blocked.")
         return handle
