@@ -1,8 +1,12 @@
 """What the end-to-end tests share: start a campaign through the web page, wait for it,
 lift the network's budget, size the shared address budget like the fake's."""
 
+import contextlib
+from unittest import mock
+
 from conftest import wait_until
 
+from blocking import pacing, tasks
 from blocking.models import AddressBudget, Campaign
 from blocking.pacing import ADDRESS
 
@@ -20,6 +24,19 @@ def start(client, target, scope="followers", action="block", duration="4"):
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     return Campaign.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+
+
+@contextlib.contextmanager
+def tasks_here(capture_on_commit):
+    """Run a campaign's tasks in this process, one by one as the test calls them: what they
+    leave for on-commit runs at once, nothing is sent to a worker (pacing.dispatch and the
+    next page's message are mocks). capture_on_commit: django_capture_on_commit_callbacks."""
+    with (
+        mock.patch.object(pacing, "dispatch"),
+        mock.patch.object(tasks.fetch_follower_page, "delay"),
+        capture_on_commit(execute=True),
+    ):
+        yield
 
 
 def finished(campaign, timeout):

@@ -2,17 +2,15 @@
 that liked, reposted, quoted or replied blocked exactly once, through the web page, a real
 worker and the fake network over HTTP."""
 
-from unittest import mock
-
 import pytest
 from conftest import WORKER_SETTINGS
 from django import forms
 
-from blocking import batches, buckets, pacing, tasks
+from blocking import batches, buckets, tasks
 from blocking.forms import parse_post
 from blocking.models import ActionRecord, Batch, Campaign, TokenBucket
 from blocking.network import client_for
-from blocking.tests.helpers import finished, unlimited
+from blocking.tests.helpers import finished, tasks_here, unlimited
 
 RKEY = "3lpileon2abcd"
 GROUPS = ["likes", "reposts", "quotes", "replies"]
@@ -138,11 +136,7 @@ def test_pages_of_a_post_take_in_each_account_once(
     campaign = Campaign.objects.get()
     assert (campaign.post_uri, campaign.post_groups, campaign.expected) == (uri, GROUPS, 265)
     positions = []
-    with (
-        mock.patch.object(pacing, "dispatch"),
-        mock.patch.object(tasks.fetch_follower_page, "delay"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with tasks_here(django_capture_on_commit_callbacks):
         tasks.start_campaign.apply(args=(campaign.pk,))
         while not campaign.pages_done:
             tasks.fetch_follower_page.apply(args=(campaign.pk, campaign.cursor))

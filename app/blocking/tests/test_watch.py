@@ -5,14 +5,14 @@ the fake's arrivals over real HTTP."""
 
 import time
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.utils import timezone
 
-from blocking import buckets, pacing, tasks
+from blocking import buckets, tasks
 from blocking.campaigns import WATCHING
 from blocking.models import Batch, Campaign, TokenBucket
+from blocking.tests.helpers import tasks_here
 
 pytestmark = pytest.mark.django_db
 TARGET = "crowd-300.fake.test"
@@ -31,14 +31,10 @@ def watched(client, person, django_capture_on_commit_callbacks):
     data = {"target": TARGET, "scope": "followers", "action": "block", "duration": "1"}
     assert client.post("/campaigns/new/", {**data, "watch": "on"}).status_code == 302
     campaign = Campaign.objects.get()
-    patches = (
-        mock.patch.object(pacing, "dispatch"),
-        mock.patch.object(tasks.fetch_follower_page, "delay"),
-    )
 
     def next_page():
         campaign.refresh_from_db()
-        with patches[0], patches[1], django_capture_on_commit_callbacks(execute=True):
+        with tasks_here(django_capture_on_commit_callbacks):
             if not campaign.found and not campaign.cursor:
                 tasks.start_campaign.apply(args=(campaign.pk,))
             tasks.fetch_follower_page.apply(args=(campaign.pk, campaign.cursor))

@@ -3,15 +3,15 @@ whichever list they turn up on, checked when a page is taken in and again just b
 batch is sent; every skip counted with its reason), and block-and-mute in one campaign."""
 
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from blocking import batches, pacing, tasks, upkeep
+from blocking import batches, tasks, upkeep
 from blocking.models import ActionRecord, Batch, Campaign, Trusted
 from blocking.network import client_for
+from blocking.tests.helpers import tasks_here
 
 pytestmark = pytest.mark.django_db
 TARGET = "crowd-120.fake.test"
@@ -70,11 +70,7 @@ def test_people_on_the_list_are_never_blocked_and_each_skip_has_its_reason(
     data = {"target": TARGET, "scope": "followers", "action": "block", "duration": "1"}
     assert client.post("/campaigns/new/", data).status_code == 302
     campaign = Campaign.objects.get()
-    with (
-        mock.patch.object(pacing, "dispatch"),
-        mock.patch.object(tasks.fetch_follower_page, "delay"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with tasks_here(django_capture_on_commit_callbacks):
         tasks.start_campaign.apply(args=(campaign.pk,))
         tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
         campaign.refresh_from_db()
@@ -104,11 +100,7 @@ def test_block_and_mute_does_both_in_one_campaign_and_lifts_both_at_the_end(
     assert client.post("/campaigns/new/", data).status_code == 302
     campaign = Campaign.objects.get()
     assert (campaign.action, campaign.also_mute, campaign.tokens_debited) == ("block", True, 61)
-    with (
-        mock.patch.object(pacing, "dispatch"),
-        mock.patch.object(tasks.fetch_follower_page, "delay"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with tasks_here(django_capture_on_commit_callbacks):
         tasks.start_campaign.apply(args=(campaign.pk,))
         tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
         # Every block first, then the mutes: the campaign is done when its blocks are, and
@@ -130,7 +122,7 @@ def test_block_and_mute_does_both_in_one_campaign_and_lifts_both_at_the_end(
 
     # Time up: both are lifted.
     ActionRecord.objects.update(until=timezone.now() - timedelta(minutes=1))
-    with mock.patch.object(pacing, "dispatch"), django_capture_on_commit_callbacks(execute=True):
+    with tasks_here(django_capture_on_commit_callbacks):
         upkeep.release_expired.apply()
         for pk in Batch.objects.order_by("pk").values_list("pk", flat=True):
             Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
@@ -145,11 +137,7 @@ def run_campaign(client, target, django_capture_on_commit_callbacks):
     data = {"target": target, "scope": "both", "action": "block", "duration": "4"}
     assert client.post("/campaigns/new/", data).status_code == 302
     campaign = Campaign.objects.latest("pk")
-    with (
-        mock.patch.object(pacing, "dispatch"),
-        mock.patch.object(tasks.fetch_follower_page, "delay"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with tasks_here(django_capture_on_commit_callbacks):
         tasks.start_campaign.apply(args=(campaign.pk,))
         tasks.fetch_follower_page.apply(args=(campaign.pk, ""))
         run_batches("act_on_batch")
@@ -193,7 +181,7 @@ def test_a_finished_campaign_offers_to_lift_its_blocks_now_and_only_its_own(
         "Lifting its 61 remaining blocks" in client.get(f"/campaigns/{done.pk}/").content.decode()
     )
 
-    with mock.patch.object(pacing, "dispatch"), django_capture_on_commit_callbacks(execute=True):
+    with tasks_here(django_capture_on_commit_callbacks):
         for _ in range(5):
             upkeep.release_expired.apply()
             run_batches("undo_batch")
