@@ -27,7 +27,7 @@ export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
 PYTHON_TREES := app tests molecule bench roles
 BENCH_HOSTS := $(addprefix $(or $(SHOESTRING_BENCH_PREFIX),shoestring)-bench-,tuned naive)
 
-.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke faults deps system-packages docker venv browser-deps image
+.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke bench-watch faults deps system-packages docker venv browser-deps image
 
 demo: deps image
 	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
@@ -92,6 +92,11 @@ bench-calibrate: deps image
 # Every fault of the suite on the tuned host; the table goes to docs/benchmarks.md.
 faults: deps image
 	python -m bench.faults
+
+# "Keep watching" on the tuned host: a newcomer's wait before its block (median, max) and
+# the requests watching costs an hour, under 10 new followers a minute for 30 minutes.
+bench-watch: deps image
+	python -m bench.watch
 
 # A short run (1 min of each host, a small load), then the quick faults on the tuned
 # host; checks that everything was measured, never what the figures are. On demand.

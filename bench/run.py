@@ -184,7 +184,9 @@ def agent(name, arguments, raw_path, timeout):
             except ValueError:
                 continue
             records.append(record)
-            if record.get("type") in ("prepared", "end", "fault-load", "fault-result"):
+            if record.get("type") in (
+                "prepared", "end", "fault-load", "fault-result", "first-pass", "watch-result"
+            ):  # fmt: skip
                 log(f"{name}: {record['type']}")
             if time.monotonic() > deadline:
                 process.kill()

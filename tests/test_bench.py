@@ -538,3 +538,105 @@ def test_runs_and_fault_suites_replace_the_latest_tables_of_the_real_docs(tmp_pa
         " made twice: [`r/faults.md`](../r/faults.md)",
     ]
     assert text.split("<!-- latest-")[0] == method
+
+
+# -- watching (bench/watch.py, agent/watchwork.py) ---------------------------------------------
+def test_a_newcomers_wait_runs_from_its_arrival_to_its_block():
+    from bench.agent import watchwork
+
+    # 10 a minute from t=1000: arrival j at 1000 + 6j; the third was never blocked.
+    blocked = {0: 1100.0, 1: 1106.0 + 40, 3: 1018.0 + 300}
+    seconds, missed = watchwork.waits(1000.0, 10, 4, blocked)
+    assert seconds == [100.0, 140.0, 300.0]
+    assert missed == [2]
+    figures = watchwork.figures(seconds)
+    assert (figures["n"], figures["median_s"], figures["max_s"], figures["min_s"]) == (
+        3,
+        140.0,
+        300.0,
+        100.0,
+    )
+    assert watchwork.figures([]) == {"n": 0}
+    calls, hourly = watchwork.per_hour(
+        {"app.bsky.graph.getFollowers": 10, "com.atproto.repo.applyWrites": 4},
+        {"app.bsky.graph.getFollowers": 16, "com.atproto.repo.applyWrites": 4, "x.y.z": 1},
+        1800,
+    )
+    assert calls == {"app.bsky.graph.getFollowers": 6, "x.y.z": 1}
+    assert hourly == {"app.bsky.graph.getFollowers": 12.0, "x.y.z": 2.0}
+
+
+def test_the_watch_settings_are_read_from_the_pools_settings_files(tmp_path):
+    from bench.agent import watchwork
+
+    (tmp_path / "beat.env").write_text('SHOESTRING_WATCH_POLL_S="1"\n')
+    (tmp_path / "worker-bulk.env").write_text(
+        'DJANGO_SECRET_KEY="x"\nSHOESTRING_WATCH_POLL_S="300"\nSHOESTRING_WATCH_RESCAN_S="21600"\n'
+    )
+    assert watchwork.watch_settings(tmp_path) == {
+        "SHOESTRING_WATCH_POLL_S": 300,
+        "SHOESTRING_WATCH_RESCAN_S": 21600,
+    }
+    (tmp_path / "worker-bulk.env").write_text('SHOESTRING_WATCH_POLL_S="300"\n')
+    with pytest.raises(RuntimeError, match="SHOESTRING_WATCH_RESCAN_S"):
+        watchwork.watch_settings(tmp_path)
+
+
+def test_the_fake_adapter_starts_and_stops_arrivals_and_counts_calls_by_method(fake_network):
+    fake = fake_network
+    fake.add_account("bench-two.fake.test", "pw")
+    stream = fake.arrivals("crowd-10.fake.test", "followers", 6000)
+    assert stream["kind"] == "followers"
+    time.sleep(0.1)
+    stopped = fake.arrivals("crowd-10.fake.test", "followers", 0)
+    assert stopped["per_minute"] == 0
+    assert stopped["arrived"] >= 1
+    assert fake.state("bench-two.fake.test")["calls_by_method"] == {}
+
+
+def watch_result(**changes):
+    result = {
+        "target": "watchw1-3000.fake.test",
+        "followers": 3000,
+        "per_minute": 10.0,
+        "poll_s": 300,
+        "rescan_s": 21600,
+        "window_s": 1800.0,
+        "arrived": 300,
+        "blocked": 300,
+        "missed": 0,
+        "waits": {"n": 300, "median_s": 171.2, "p90_s": 290.0, "max_s": 331.5, "min_s": 12.0},
+        "calls": {"app.bsky.graph.getFollowers": 6, "com.atproto.repo.applyWrites": 12},
+        "calls_per_hour": {
+            "app.bsky.graph.getFollowers": 12.0,
+            "com.atproto.repo.applyWrites": 24.0,
+        },
+        "rescan_calls": {"app.bsky.graph.getFollowers": 34},
+        "campaign": {"status": "running", "watched": 300, "acted": 3300},
+        "duplicates": 0,
+        "distinct_blocked": 3300,
+    }
+    result.update(changes)
+    return result
+
+
+def test_a_watch_run_replaces_the_latest_watching_table_of_the_real_docs(tmp_path):
+    from bench import run, watch
+
+    path = tmp_path / "benchmarks.md"
+    path.write_text(run.DOCS.read_text())
+    docs.check(path, [watch.LATEST])
+    meta = {"stamp": "2026-12-05 11:00", "commit": "abc1234", "machine": "2 x test"}
+    meta["first_pass_s"] = 61.0
+    text = watch.report(watch_result(), meta)
+    assert "| 300 | 300 | 0 | 171 s | 290 s | 332 s | 12 s |" in text
+    assert "| `app.bsky.graph.getFollowers` | 6 | 12.0 |" in text
+    assert "34 calls (34 `app.bsky.graph.getFollowers`), 5.7 an hour spread over its 6 h." in text
+    assert "a poll every 300 s" in text
+    docs.update(path, *watch.docs_parts(text, meta, watch_result(), "r"))
+    written = path.read_text()
+    assert docs.section(written, watch.LATEST).startswith(text.rstrip())
+    assert docs.section(written, docs.RUNS).splitlines()[0] == (
+        "- 2026-12-05 11:00 commit abc1234: watching, 10 new followers a minute; wait median"
+        " 171 s, max 332 s, 0 missed: [`r/summary.md`](../r/summary.md)"
+    )

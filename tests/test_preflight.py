@@ -132,6 +132,16 @@ BAD_SETTINGS = [
         id="block-batch-over-the-networks-limit",
     ),
     pytest.param(
+        {"workers_watch_poll_s": 5},
+        ["workers_watch_poll_s 10-3600", "got 5 and 21600"],
+        id="watch-poll-hammering-the-network",
+    ),
+    pytest.param(
+        {"workers_watch_poll_s": 600, "workers_watch_rescan_s": 60},
+        ["workers_watch_rescan_s from it to 604800", "got 600 and 60"],
+        id="watch-rescan-more-often-than-the-poll",
+    ),
+    pytest.param(
         {"workers_follower_page_release": "cron"},
         ["workers_follower_page_release", "cron", "one of"],
         id="page-release-not-a-choice",

@@ -36,6 +36,7 @@ class Account:
     seen_follower_blocks: dict = field(default_factory=dict)
     # Counters for /_fake/state.
     calls: int = 0  # requests made as (or signing in as) this account
+    calls_by_method: dict = field(default_factory=dict)  # NSID -> calls, of known methods
     write_calls: int = 0  # writes that committed
     writes_refused: int = 0  # writes answered with an error, 429s included
     rate_limited: int = 0  # 429s sent to this account
@@ -67,6 +68,7 @@ class Account:
             "duplicates": self.repo.duplicates,
             "muted_count": len(self.mutes),
             "calls": self.calls,
+            "calls_by_method": dict(self.calls_by_method),
             "write_calls": self.write_calls,
             "writes_refused": self.writes_refused,
             "rate_limited": self.rate_limited,

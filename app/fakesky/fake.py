@@ -405,8 +405,12 @@ class FakeBluesky:
 
     def _count(self, call, answer):
         who = call.account or self._attribute(call)
+        route = ROUTES.get(call.request.nsid)
         if who is not None:
             who.calls += 1
+            if route is not None:  # known names only: a client cannot grow the dict
+                nsid = call.request.nsid
+                who.calls_by_method[nsid] = who.calls_by_method.get(nsid, 0) + 1
         if answer.status == 429:
             self.rate_limited += 1
             if who is not None:
@@ -415,7 +419,6 @@ class FakeBluesky:
                     name = call.refusal["limiter"]
                     who.refused_by[name] = who.refused_by.get(name, 0) + 1
                     who.last_refusal = call.refusal
-        route = ROUTES.get(call.request.nsid)
         if route is not None and route.limits == "write" and who is not None:
             if answer.status == 200:
                 who.write_calls += 1

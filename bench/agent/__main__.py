@@ -3,6 +3,7 @@
 run          prepare people, then sample idle, under load, and after a final flush
 fault-load   people with campaigns (and blocks being undone) for one fault of the suite
 fault-check  wait until that fault's work is done, then the truth from the fake
+watch        a watched campaign under a steady stream of new followers (watchwork.py)
 """
 
 import argparse
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 
-from . import faultwork, host
+from . import faultwork, host, watchwork
 from .fake import Fake
 from .load import Load
 from .sampler import Sampler
@@ -111,9 +112,12 @@ def main(argv=None):
     p.add_argument("--targets", default="", help="every person's targets, comma-separated")
     p.add_argument("--until-done", action="store_true", help="stop when every campaign is done")
     faultwork.add_commands(commands)
+    watchwork.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args)
+    elif args.command == "watch":
+        emit(watchwork.run(args, emit))
     else:
         faultwork.main(args, emit)
 

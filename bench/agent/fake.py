@@ -110,6 +110,16 @@ class Fake:
             "blocked": data.get("blocked", []),
         }
 
+    def state(self, handle):
+        """The fake's whole view of one account (/_fake/state?handle=)."""
+        return self._ok("GET", f"/_fake/state?handle={handle}")
+
+    def arrivals(self, subject, kind, per_minute):
+        """Start (or, at 0 a minute, stop) a stream of new followers or engagers; the
+        stream's summary: how many arrived so far."""
+        body = {"subject": subject, "kind": kind, "per_minute": per_minute}
+        return self._ok("POST", "/_fake/arrivals", body)
+
     def counters(self, handle):
         """One account's calls and refusals (which limiter, the newest 429), or None."""
         status, data = self._request("GET", f"/_fake/state?handle={handle}")

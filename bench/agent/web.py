@@ -107,12 +107,13 @@ class Browser:
     def link(self, handle, app_password):
         self.submit("/link/", {"handle": handle, "app_password": app_password})
 
-    def start_campaign(self, target, scope="followers", duration="4"):
-        """Start a block campaign; (campaign id, seconds the POST took)."""
-        location, elapsed = self.submit(
-            "/campaigns/new/",
-            {"target": target, "action": "block", "scope": scope, "duration": duration},
-        )
+    def start_campaign(self, target, scope="followers", duration="4", watch=False):
+        """Start a block campaign (watching for newcomers too); (campaign id, seconds the
+        POST took)."""
+        form = {"target": target, "action": "block", "scope": scope, "duration": duration}
+        if watch:
+            form["watch"] = "on"
+        location, elapsed = self.submit("/campaigns/new/", form)
         match = re.search(r"/campaigns/(\d+)/", location)
         if not match:
             raise WebError(f"starting a campaign led to {location!r}")

@@ -102,6 +102,9 @@ def test_state_reports_per_account_and_totals(fakesky, alice):
     assert alice_state["duplicates"] == 1
     assert alice_state["writes_refused"] == 1
     assert alice_state["rate_limited"] == 1
+    # Each call counted under its method, the refused write too (two calls).
+    assert alice_state["calls_by_method"]["com.atproto.repo.applyWrites"] == 2
+    assert sum(alice_state["calls_by_method"].values()) == alice_state["calls"]
     assert by_handle["bob.fake.test"]["block_count"] == 0
     totals = state["totals"]
     assert (totals["blocks"], totals["duplicates"], totals["rate_limited"]) == (2, 1, 1)
