@@ -258,8 +258,9 @@ def _read_page(account, campaign, position):
 
 def _read_newest(account, campaign):
     """A watch poll: each list newest first, page by page, until a page shows someone the
-    campaign already knows (or the list ends, or WATCH_MAX_PAGES): newcomers are on top.
-    The AppView leaves out accounts the person blocks, so who it shows is mostly new."""
+    campaign already knows, or nobody (or the list ends, or WATCH_MAX_PAGES): newcomers are
+    on top. The AppView leaves out accounts the person blocks, so who it shows is mostly new,
+    and once the first pass is blocked a page below the newcomers is empty."""
     profiles, stopped = [], None
     try:
         with client_for(account, interactive=False) as client:
@@ -269,7 +270,9 @@ def _read_newest(account, campaign):
                     page = _list_page(client, campaign, group, cursor)
                     profiles.extend(page.followers)
                     cursor = page.cursor
-                    if not cursor or _knows_some(campaign, account, page.followers):
+                    if not (cursor and page.followers) or _knows_some(
+                        campaign, account, page.followers
+                    ):
                         break
     except PAGE_STOPS as error:
         stopped = error

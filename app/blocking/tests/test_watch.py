@@ -7,15 +7,17 @@ import time
 from datetime import timedelta
 
 import pytest
+from conftest import wait_until
 from django.utils import timezone
 
-from blocking import buckets, tasks
+from blocking import batches, buckets, tasks
 from blocking.campaigns import WATCHING
 from blocking.models import Batch, Campaign, TokenBucket
-from blocking.tests.helpers import tasks_here
+from blocking.tests.helpers import tasks_here, unlimited
 
 pytestmark = pytest.mark.django_db
 TARGET = "crowd-300.fake.test"
+BIG_TARGET = "crowd-2500.fake.test"
 
 
 def waiting_dids():
@@ -23,12 +25,14 @@ def waiting_dids():
 
 
 @pytest.fixture
-def watched(client, person, django_capture_on_commit_callbacks):
-    """A watched campaign against TARGET's followers, its first pass taken in; returns a
-    function that runs the campaign's next page (a poll, or a rescan's page) here."""
+def watched(request, client, person, django_capture_on_commit_callbacks):
+    """A watched campaign against TARGET's followers (or the target the test gives), its
+    first pass taken in; returns a function that runs the campaign's next page (a poll, or
+    a rescan's page) here."""
     user = person()
     TokenBucket.objects.filter(user=user).update(refill_per_hour=0)
-    data = {"target": TARGET, "scope": "followers", "action": "block", "duration": "1"}
+    target = getattr(request, "param", TARGET)
+    data = {"target": target, "scope": "followers", "action": "block", "duration": "1"}
     assert client.post("/campaigns/new/", {**data, "watch": "on"}).status_code == 302
     campaign = Campaign.objects.get()
 
@@ -71,6 +75,39 @@ def test_a_poll_takes_in_each_newcomer_once_and_pays_a_token_for_each(watched, f
     assert (campaign.watched, campaign.found, campaign.skipped) == (newcomers, 300 + newcomers, 0)
     assert campaign.status == Campaign.Status.RUNNING
     assert campaign.next_page_at > timezone.now()
+
+
+@pytest.mark.parametrize("watched", [BIG_TARGET], indirect=True)
+def test_once_the_first_pass_is_blocked_a_poll_stops_at_the_first_empty_page(
+    fakesky, django_capture_on_commit_callbacks, watched
+):
+    campaign, next_page = watched
+    handle = campaign.user.handle
+    unlimited(fakesky)
+    with tasks_here(django_capture_on_commit_callbacks):
+        for pk in Batch.objects.values_list("pk", flat=True):
+            Batch.objects.filter(pk=pk).update(state=Batch.State.QUEUED)
+            batches.act_on_batch.apply(args=(pk,))
+    assert len(fakesky.state(handle)["blocked"]) == 2500
+    # The AppView shows a block a moment after it is made (a poll comes minutes later).
+    wait_until(lambda: fakesky.state()["totals"]["indexing_pending"] == 0, 10, message="indexed")
+
+    def pages_read(poll):
+        calls = "app.bsky.graph.getFollowers"
+        before = fakesky.state(handle)["calls_by_method"].get(calls, 0)
+        poll()
+        return fakesky.state(handle)["calls_by_method"][calls] - before
+
+    # The AppView leaves the blocked accounts out, filling a page from at most 1,000 of the
+    # list's entries (fillPage): every page of these 2,500 comes back empty, the first two
+    # with a cursor, and the first empty one ends the poll.
+    assert pages_read(next_page) == 1
+    fakesky.arrivals(BIG_TARGET, "followers", per_minute=1200)
+    time.sleep(0.5)
+    fakesky.arrivals(BIG_TARGET, "followers", per_minute=0)
+    # The newcomers on the first page (with a cursor: more follow), then an empty one.
+    assert pages_read(next_page) == 2
+    assert Campaign.objects.get(pk=campaign.pk).watched == arrived(fakesky)
 
 
 def test_a_backdated_newcomer_is_missed_by_polls_and_found_by_the_rescan(watched, fakesky):
