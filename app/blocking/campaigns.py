@@ -380,7 +380,7 @@ def fetch_follower_page(self, campaign_id, cursor):
         end(Campaign.objects.filter(pk=campaign_id), Status.FAILED, gone)
         return
 
-    wanted, reasons, seen = [], Counter(), set()
+    wanted, skips, seen = [], {}, set()
     for profile in followers:
         if profile.did in seen:
             continue
@@ -389,11 +389,11 @@ def fetch_follower_page(self, campaign_id, cursor):
         seen.add(profile.did)
         already = profile.blocking_uri if campaign.action == Action.BLOCK else profile.muted
         if profile.did == account.did:
-            reasons[SkipReason.YOURSELF] += 1
+            skips[profile.did] = SkipReason.YOURSELF
         elif already:
-            reasons[SkipReason.ALREADY] += 1
+            skips[profile.did] = SkipReason.ALREADY
         elif profile.following:
-            reasons[SkipReason.FOLLOWING] += 1
+            skips[profile.did] = SkipReason.FOLLOWING
         else:
             wanted.append(profile)
     now = timezone.now()
@@ -417,11 +417,14 @@ def fetch_follower_page(self, campaign_id, cursor):
         repeats = taken_in(campaign, [p.did for p in wanted])
         wanted = [p for p in wanted if p.did not in repeats]
         kept = trusted(campaign.user_id, [p.did for p in wanted])
-        reasons[SkipReason.TRUSTED] += len(kept)
+        skips.update(dict.fromkeys(kept, SkipReason.TRUSTED))
         wanted = [p for p in wanted if p.did not in kept]
         owned = held(campaign.user_id, campaign.action, [p.did for p in wanted])
         ours = [(p.did, p.handle) for p in wanted if p.did not in owned]
-        reasons[SkipReason.ALREADY] += len(wanted) - len(ours)
+        skips.update(dict.fromkeys(owned, SkipReason.ALREADY))
+        # Skipped on another of a post's lists already: neither found nor skipped again.
+        skipped_before = set(locked.skipped_dids) & set(skips)
+        reasons = Counter(r for did, r in skips.items() if did not in skipped_before)
         changes = {}
         if quiet:
             changes, paid = _newcomers(locked, ours)
@@ -435,10 +438,12 @@ def fetch_follower_page(self, campaign_id, cursor):
         by_countdown = settings.FOLLOWER_PAGE_RELEASE == "countdown" and not done_paging
         if not quiet:
             changes = {
-                "found": F("found") + len(seen) - len(repeats),
+                "found": F("found") + len(seen) - len(repeats) - len(skipped_before),
                 "skipped": F("skipped") + sum(reasons.values()),
                 "skipped_by": merged(locked.skipped_by, reasons),
             }
+            if len(campaign.post_groups) > 1 and len(skips) > len(skipped_before):
+                changes["skipped_dids"] = [*locked.skipped_dids, *(set(skips) - skipped_before)]
         changes.update(
             found_by=found_by,
             cursor=new_cursor,

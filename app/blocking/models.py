@@ -127,6 +127,9 @@ class Campaign(models.Model):
     found_by = models.JSONField(default=dict, blank=True)
     # Why accounts were skipped: SkipReason -> count (they add up to `skipped`).
     skipped_by = models.JSONField(default=dict, blank=True)
+    # A post's campaign reading more than one list: the DIDs it skipped, so someone who
+    # liked and replied is found and skipped once (those it takes in are in its batches).
+    skipped_dids = ArrayField(models.CharField(max_length=255), default=list, blank=True)
     action = models.CharField(max_length=5, choices=Action.choices)
     # A block campaign that mutes each account it blocks too: the mute rides with the
     # block (no token of its own, no write points: muteActor is not a record), in a batch

@@ -159,6 +159,37 @@ def test_pages_of_a_post_take_in_each_account_once(
     assert user.account.did not in waiting
 
 
+@pytest.mark.django_db
+def test_someone_skipped_on_two_of_a_posts_lists_is_found_and_skipped_once(
+    client, person, fakesky, pile_on, settings, django_capture_on_commit_callbacks
+):
+    """Liker 10 (who reposted and replied too) is followed, liker 5 (who reposted too) is
+    on the never-block list; the lists come a page of 100 at a time, so each is met again
+    on a later page."""
+    settings.FOLLOWER_PAGE_SIZE = 100
+
+    def liker(i):
+        return f"l{i}.{RKEY}.crowd-300.fake.test"
+
+    pile_on(reposts=100)
+    user = person(follows=[fakesky.did(liker(10))])
+    assert client.post("/never-block/", {"handle": liker(5)}).status_code == 302
+    post = f"https://bsky.app/profile/crowd-300.fake.test/post/{RKEY}"
+    assert client.post("/campaigns/new/", post_form(post)).status_code == 302
+    campaign = Campaign.objects.get()
+    with tasks_here(django_capture_on_commit_callbacks):
+        tasks.start_campaign.apply(args=(campaign.pk,))
+        while not campaign.pages_done:
+            tasks.fetch_follower_page.apply(args=(campaign.pk, campaign.cursor))
+            campaign.refresh_from_db()
+    waiting = [did for dids in Batch.objects.values_list("dids", flat=True) for did in dids]
+    distinct = 120 + 80 + 15 + 27
+    assert (campaign.found, campaign.skipped, len(waiting)) == (distinct, 2, distinct - 2)
+    assert campaign.skipped_by == {"following": 1, "trusted": 1}
+    assert sorted(campaign.skipped_dids) == sorted(fakesky.did(liker(i)) for i in (5, 10))
+    assert user.account.did not in waiting
+
+
 @pytest.fixture
 def worker_lease(settings):
     settings.ACTION_LEASE_S = int(WORKER_SETTINGS["SHOESTRING_ACTION_LEASE_S"])
