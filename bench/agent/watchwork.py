@@ -120,7 +120,7 @@ def run(args, emit):
     # The per-account write budget is Bluesky's; at 10 newcomers a minute it never binds
     # (600 blocks an hour: 1,800 of 5,000 points). Lifted, the first pass is quick.
     applied, missing = fake.lift_limits()
-    target = target_handle(f"watch{args.run_id}", args.followers)
+    target = target_handle("watch", args.followers)  # a new person each run: all new to them
     work = Load(lambda record: None, args.run_id, 1, 0, 0, [[target]])
     work.prepare()
     person = work.people[0]
