@@ -546,9 +546,12 @@ def test_a_newcomers_wait_runs_from_its_arrival_to_its_block():
 
     # 10 a minute from t=1000: arrival j at 1000 + 6j; the third was never blocked.
     blocked = {0: 1100.0, 1: 1106.0 + 40, 3: 1018.0 + 300}
-    seconds, missed = watchwork.waits(1000.0, 10, 4, blocked)
+    seconds, missed = watchwork.waits(1000.0, 10, 0, 4, blocked)
     assert seconds == [100.0, 140.0, 300.0]
     assert missed == [2]
+    # On a kept host the target had 5 arrivals before: this run's are 5 to 8.
+    again = {j + 5: at for j, at in blocked.items()}
+    assert watchwork.waits(1000.0, 10, 5, 9, again) == (seconds, [7])
     figures = watchwork.figures(seconds)
     assert (figures["n"], figures["median_s"], figures["max_s"], figures["min_s"]) == (
         3,

@@ -84,12 +84,14 @@ def _blocked_newcomers(psql, campaign_id, prefix):
     return blocked
 
 
-def waits(started, per_minute, arrived, blocked):
+def waits(started, per_minute, first, arrived, blocked):
     """Each newcomer's seconds from its arrival to its block, in arrival order, and the
-    indexes of those that arrived and were not blocked."""
+    indexes of those that arrived and were not blocked. Arrivals `first` up to `arrived`
+    are this run's (a kept host's target may have had some before), `first` at `started`."""
     every = 60.0 / per_minute
-    seconds = [blocked[j] - (started + j * every) for j in range(arrived) if j in blocked]
-    missed = [j for j in range(arrived) if j not in blocked]
+    ours = range(first, arrived)
+    seconds = [blocked[j] - (started + (j - first) * every) for j in ours if j in blocked]
+    missed = [j for j in ours if j not in blocked]
     return seconds, missed
 
 
@@ -141,7 +143,8 @@ def run(args, emit):
 
         before = fake.state(person.handle)["calls_by_method"]
         stream_started = time.time()
-        fake.arrivals(target, "followers", args.per_minute)
+        # The first of this run's arrivals happens at once: the stream counts it already.
+        first = fake.arrivals(target, "followers", args.per_minute)["arrived"] - 1
         window_s = args.minutes * 60
         end = time.monotonic() + window_s
         while time.monotonic() < end:
@@ -154,11 +157,11 @@ def run(args, emit):
 
         _wait(
             "the last newcomers",
-            lambda: len(_blocked_newcomers(psql, campaign_id, target)) >= arrived,
+            lambda: len(_blocked_newcomers(psql, campaign_id, target)) >= arrived - first,
             args.drain_s,
         )
         blocked = _blocked_newcomers(psql, campaign_id, target)
-        seconds, missed = waits(stream_started, args.per_minute, arrived, blocked)
+        seconds, missed = waits(stream_started, args.per_minute, first, arrived, blocked)
 
         # A rescan, made due now rather than in SHOESTRING_WATCH_RESCAN_S: the next poll
         # starts it, and once it is over the next one is due hours away. Its count
@@ -194,7 +197,7 @@ def run(args, emit):
         "window_s": round(measured_s, 1),
         "fake_applied": applied,
         "fake_missing": missing,
-        "arrived": arrived,
+        "arrived": arrived - first,
         "blocked": len(seconds),
         "missed": len(missed),
         "waits": figures(seconds),
