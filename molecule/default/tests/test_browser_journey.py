@@ -5,7 +5,8 @@ Sign up (and meet a form error), sign in, link the demo account, block a
 3,000-follower target and its followers for a week, watch the bar reach 100%
 without a reload, search the blocks, undo one, undo everything, sign out; then a
 second person puts a friend on the never-block list and blocks everyone else who liked
-or quoted the demo post, after a preview. On the
+or quoted the demo post, after a preview, keeping watch: new likes arrive while the page is
+open and their accounts are blocked too. On the
 way: axe-core finds no accessibility violation on any page, no page breaks the
 Content-Security-Policy, the pages fit a phone's screen, another person gets 404
 for the campaign, a foreign Origin is refused, a foreign Host gets 400 and the
@@ -41,6 +42,9 @@ LONG_TARGET = "crowd-20000.fake.test"
 FOLLOWERS = 3000
 # The post group_vars/all seeds on the demo network (shoestring_demo_post).
 POST_LIKES, POST_QUOTES = 2000, 200
+# New likes of it while the campaign watches; molecule.yml polls every 15 s
+# (workers_watch_poll_s), so the first is blocked well within WATCH_WAIT_S.
+LIKES_PER_MINUTE, WATCH_WAIT_S = 30, 120
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
@@ -136,6 +140,20 @@ def follower_did(handle):
 
 def fake_state(host, handle):
     return json.loads(host.check_output("curl -sf '%s/_fake/state?handle=%s'", FAKE, handle))
+
+
+def arrivals(host, subject, kind, per_minute):
+    """New followers or engagers from now on, at this rate (0 stops them)."""
+    body = {"subject": subject, "kind": kind, "per_minute": per_minute}
+    host.check_output("curl -sf -X POST %s/_fake/arrivals -d %s", FAKE, json.dumps(body))
+
+
+def resolve(host, handle):
+    """The DID the network gives a handle (com.atproto.identity.resolveHandle)."""
+    answer = host.check_output(
+        "curl -sf '%s/xrpc/com.atproto.identity.resolveHandle?handle=%s'", FAKE, handle
+    )
+    return json.loads(answer)["did"]
 
 
 @pytest.fixture(scope="module")
@@ -525,6 +543,7 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     for group in ("reposts", "replies"):  # likes and quotes stay ticked
         journey.find(f"input[name=post_groups][value={group}]").click()
     Select(journey.find("#id_duration")).select_by_visible_text("1 week")
+    journey.find("#id_watch").click()  # Keep watching: newcomers are blocked too
     journey.press("Preview")
     preview = journey.find("#preview-summary").text
     assert re.fullmatch(
@@ -538,12 +557,45 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     journey.wait_for(
         lambda: re.search(r"/campaigns/\d+/$", journey.driver.current_url), 30, "post campaign"
     )
-    journey.wait_for(lambda: journey.find("#status").text == "Done", 300, "the post's campaign")
+    first_pass = f"{POST_LIKES + POST_QUOTES - 1:,}"
+    journey.wait_for(
+        lambda: (
+            journey.find("#acted").text == first_pass
+            and journey.find("#watch").text.startswith("Watching: 0 new since")
+        ),
+        300,
+        "the post's likers and quoters blocked, then watching",
+    )
+    assert journey.find("#status").text == "Running"
     assert journey.find("#found_by").text == f"{POST_LIKES:,} likes, {POST_QUOTES:,} quotes"
     assert journey.find("#skipped").text == "1 (1 on your never-block list)"
-    assert journey.find("#acted").text == f"{POST_LIKES + POST_QUOTES - 1:,}"
-    journey.shot("post-campaign-done")
+    journey.shot("post-campaign-watching")
     assert fake_state(host, handle)["duplicates"] == 0
+
+    # The pile-on grows: new likes arrive while the page is open, and are blocked.
+    post_uri = f"at://{post_link.split('/')[4]}/app.bsky.feed.post/{post_link.rsplit('/', 1)[1]}"
+    arrivals(host, post_uri, "likes", LIKES_PER_MINUTE)
+    try:
+        journey.wait_for(
+            lambda: re.match(r"Watching: [1-9][0-9,]* new since", journey.find("#watch").text),
+            WATCH_WAIT_S,
+            "newcomers blocked while the page is open",
+        )
+    finally:
+        arrivals(host, post_uri, "likes", 0)
+    newcomers = int(
+        re.match(r"Watching: ([0-9,]+)", journey.find("#watch").text)[1].replace(",", "")
+    )
+    journey.wait_for(
+        lambda: journey.find("#acted").text == f"{POST_LIKES + POST_QUOTES - 1 + newcomers:,}",
+        60,
+        "every newcomer found blocked",
+    )
+    journey.shot("post-campaign-newcomers")
+    first_newcomer = f"nl0.{post_link.rsplit('/', 1)[1]}.{post_link.split('/')[4]}"
+    state = fake_state(host, handle)
+    assert resolve(host, first_newcomer) in state["blocked"]
+    assert state["duplicates"] == 0
     journey.open("/")
     sign_out(journey)
 
