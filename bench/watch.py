@@ -87,7 +87,7 @@ def _s(value):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.watch", description=__doc__)
     parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--per-minute", type=float, default=10)
+    parser.add_argument("--per-minute", type=int, default=10)
     parser.add_argument("--followers", type=int, default=3000)
     parser.add_argument("--keep", action="store_true", default=os.environ.get("BENCH_KEEP") == "1")
     parser.add_argument(

@@ -41,7 +41,7 @@ def add_commands(commands):
     p = commands.add_parser("watch", help="a watched campaign under a steady stream of arrivals")
     p.add_argument("--run-id", required=True)
     p.add_argument("--followers", type=int, default=3000, help="the target's own followers")
-    p.add_argument("--per-minute", type=float, default=10, help="new followers a minute")
+    p.add_argument("--per-minute", type=int, default=10, help="new followers a minute")
     p.add_argument("--minutes", type=float, default=30, help="how long followers arrive")
     p.add_argument("--drain-s", type=float, default=900, help="the most to wait for the last")
     p.add_argument("--first-pass-s", type=float, default=900)
