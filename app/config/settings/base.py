@@ -25,6 +25,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "axes",
+    # Staff's second factor for the admin (config/urls.py): a TOTP authenticator app.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "core",
     "blocking",
 ]
@@ -35,11 +38,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into core.signin.locked_out.
     "axes.middleware.AxesMiddleware",
 ]
+
+# The name an authenticator app shows beside a staff member's admin code.
+OTP_TOTP_ISSUER = "Shoestring"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
