@@ -2,6 +2,8 @@
 
 import pytest
 from django.db import connection
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from blocking import buckets
 from blocking.models import Campaign, KillSwitch, LinkedAccount, TokenBucket
@@ -113,9 +115,19 @@ def test_another_persons_campaign_is_not_visible(client, person, django_user_mod
     assert client.get(f"/campaigns/{campaign.pk}/").status_code == 404
 
 
+def admin_signed_in(client, staff):
+    """Staff signed in to the admin as with their password and their authenticator's code
+    (the sign-in itself: core/tests/test_admin_otp.py)."""
+    device = TOTPDevice.objects.create(user=staff, name="authenticator", confirmed=True)
+    client.force_login(staff)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
 def test_staff_engage_a_kill_switch_in_the_admin(client, django_user_model):
     staff = django_user_model.objects.create_superuser("ops", password="x")
-    client.force_login(staff)
+    admin_signed_in(client, staff)
     response = client.post(
         "/admin/blocking/killswitch/add/",
         {"task_name": "blocking.act_on_batch", "engaged": "on", "reason": "bad deploy"},
@@ -127,7 +139,7 @@ def test_staff_engage_a_kill_switch_in_the_admin(client, django_user_model):
 def test_staff_give_a_person_more_tokens_in_the_admin(client, person, django_user_model):
     user = person()
     bucket = TokenBucket.objects.get(user=user)
-    client.force_login(django_user_model.objects.create_superuser("ops", password="x"))
+    admin_signed_in(client, django_user_model.objects.create_superuser("ops", password="x"))
     response = client.post(
         f"/admin/blocking/tokenbucket/{bucket.pk}/change/",
         {

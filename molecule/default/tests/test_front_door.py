@@ -1,13 +1,18 @@
 """The front door as a password guesser meets it, through nginx: the app refuses an
 account after app_signin_failure_limit wrong passwords (the right one too), and nginx
-refuses a client address that sends the password forms faster than nginx_signin_*.
+refuses a client address that sends the password forms faster than nginx_signin_*. The
+admin asks staff for their authenticator's code after the password.
 
 The guesser is curl on the host, sending to the host's own network address (nginx does
 not limit loopback, the operator's tunnel): an address of its own, so the browser
 journey's is never locked.
 """
 
+import base64
+import hashlib
+import hmac
 import re
+import struct
 import time
 
 import pytest
@@ -122,3 +127,48 @@ def test_guessing_is_refused_by_the_app_then_by_nginx(host, accounts):
         f" nginx refused the address from POST {first_nginx} on ({len(passed_nginx)} passed it),"
         f" then let one through every {interval:.1f} s"
     )
+
+
+def totp_now(key_base32, step=30, digits=6):
+    """RFC 6238 with the standard library: the code an authenticator app shows now."""
+    key = base64.b32decode(key_base32)
+    counter = struct.pack(">Q", int(time.time()) // step)
+    mac = hmac.new(key, counter, hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    number = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{number % 10**digits:0{digits}d}"
+
+
+def test_the_admin_asks_staff_for_their_authenticators_code(host):
+    name = f"staff{int(time.time())}"
+    manage_shell(
+        host,
+        "from django.contrib.auth import get_user_model;"
+        f" get_user_model().objects.create_superuser({name!r}, password='right-{name}');"
+        " print('ok')",
+    )
+    try:
+        printed = host.check_output("shoestring-manage staff_totp %s", name)
+        assert f"otpauth://totp/Shoestring%3A{name}?secret=" in printed
+        key = re.search(r"key: ([A-Z2-7]+)", printed)[1]
+        staff = Client(host, "127.0.0.1", "staff")  # the admin answers on loopback only
+        status, page = staff.request("/admin/login/")
+        assert (status, "OTP Token" in page) == (200, True)
+        form = {"username": name, "password": f"right-{name}"}
+        status, page = staff.request("/admin/login/?next=/admin/", form)
+        assert status == 200  # the password alone: the form again, now with their device
+        assert staff.request("/admin/")[0] == 302
+        select = re.search(r'<select name="otp_device".*?</select>', page, flags=re.DOTALL)
+        devices = [v for v in re.findall(r'<option value="([^"]*)"', select[0]) if v]
+        assert len(devices) == 1, select[0]  # the one staff_totp made: the person picks it
+        form.update(otp_device=devices[0], otp_token=totp_now(key))
+        assert staff.request("/admin/login/?next=/admin/", form)[0] == 302
+        status, page = staff.request("/admin/")
+        assert status == 200
+        assert "Site administration" in page
+    finally:
+        manage_shell(
+            host,
+            "from django.contrib.auth import get_user_model;"
+            f" get_user_model().objects.filter(username={name!r}).delete(); print('ok')",
+        )
