@@ -126,7 +126,7 @@ def run(args, emit):
     work = Load(lambda record: None, args.run_id, 1, 0, 0, [[target]])
     work.prepare()
     person = work.people[0]
-    psql = Psql()
+    psql, campaign_id = Psql(), None
     try:
         campaign_id, _ = person.browser.start_campaign(target, duration="1", watch=True)
         started = time.monotonic()
@@ -184,6 +184,11 @@ def run(args, emit):
         final = _campaign(psql, campaign_id)
         truth = fake.account(person.handle)
     finally:
+        # A kept host does not go on watching for this run: its next poll ends the watch.
+        if campaign_id is not None:
+            psql.query(
+                f"UPDATE blocking_campaign SET watch_until = now() WHERE id = {int(campaign_id)}"  # noqa: S608
+            )
         psql.close()
     counts, hourly = per_hour(before, after, measured_s)
     rescan, _ = per_hour(rescan_before, rescan_after, 3600)
