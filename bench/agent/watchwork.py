@@ -126,7 +126,7 @@ def run(args, emit):
     work = Load(lambda record: None, args.run_id, 1, 0, 0, [[target]])
     work.prepare()
     person = work.people[0]
-    psql, campaign_id = Psql(), None
+    psql, campaign_id, streaming = Psql(), None, False
     try:
         campaign_id, _ = person.browser.start_campaign(target, duration="1", watch=True)
         started = time.monotonic()
@@ -144,6 +144,7 @@ def run(args, emit):
         before = fake.state(person.handle)["calls_by_method"]
         stream_started = time.time()
         # The first of this run's arrivals happens at once: the stream counts it already.
+        streaming = True
         first = fake.arrivals(target, "followers", args.per_minute)["arrived"] - 1
         window_s = args.minutes * 60
         end = time.monotonic() + window_s
@@ -153,11 +154,15 @@ def run(args, emit):
         after = fake.state(person.handle)["calls_by_method"]
         measured_s = time.time() - stream_started
         stream = fake.arrivals(target, "followers", 0)
+        streaming = False
         arrived = stream["arrived"]
 
         _wait(
             "the last newcomers",
-            lambda: len(_blocked_newcomers(psql, campaign_id, target)) >= arrived - first,
+            lambda: (
+                sum(j >= first for j in _blocked_newcomers(psql, campaign_id, target))
+                >= arrived - first
+            ),
             args.drain_s,
         )
         blocked = _blocked_newcomers(psql, campaign_id, target)
@@ -184,12 +189,18 @@ def run(args, emit):
         final = _campaign(psql, campaign_id)
         truth = fake.account(person.handle)
     finally:
-        # A kept host does not go on watching for this run: its next poll ends the watch.
-        if campaign_id is not None:
-            psql.query(
-                f"UPDATE blocking_campaign SET watch_until = now() WHERE id = {int(campaign_id)}"  # noqa: S608
-            )
-        psql.close()
+        # A kept host neither gains followers nor goes on watching for this run (its next
+        # poll ends the watch), whatever stopped it.
+        try:
+            if streaming:
+                fake.arrivals(target, "followers", 0)
+            if campaign_id is not None:
+                psql.query(
+                    "UPDATE blocking_campaign SET watch_until = now()"  # noqa: S608
+                    f" WHERE id = {int(campaign_id)}"
+                )
+        finally:
+            psql.close()
     counts, hourly = per_hour(before, after, measured_s)
     rescan, _ = per_hour(rescan_before, rescan_after, 3600)
     return {

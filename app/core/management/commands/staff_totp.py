@@ -31,7 +31,9 @@ class Command(BaseCommand):
                 " Make them staff in the admin or with createsuperuser first."
             )
         with transaction.atomic():
-            devices = TOTPDevice.objects.select_for_update().filter(user=user)
+            # One run at a time per person: two at once must not leave two working secrets.
+            get_user_model().objects.select_for_update().get(pk=user.pk)
+            devices = TOTPDevice.objects.filter(user=user)
             if devices.exists() and not reset:
                 raise CommandError(
                     f"{username} has an authenticator already. --reset replaces it (a lost"
