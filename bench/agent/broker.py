@@ -10,8 +10,9 @@ message still in the list (LPOS) was queued at most one sample interval before t
 
 import socket
 from collections import deque
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from .host import env_setting
 
 QUEUES = ("interactive", "bulk", "maintenance")
 # kombu.transport.redis: queue names of priorities 3, 6 and 9 (0 is the plain name).
@@ -163,9 +164,7 @@ class Broker:
 def broker_url(config_dir="/etc/shoestring"):
     """The broker URL the host's Celery clients use, from the first of the app's
     environment files that names one (beat's, the pools' or the web app's)."""
-    for env_file in sorted(Path(config_dir).glob("*.env")):
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.strip().partition("=")
-            if name == "CELERY_BROKER_URL":
-                return value.strip().strip('"')
+    url = env_setting("CELERY_BROKER_URL", config_dir)
+    if url:
+        return url
     raise RuntimeError(f"no CELERY_BROKER_URL in {config_dir}/*.env")

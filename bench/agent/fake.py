@@ -102,7 +102,7 @@ class Fake:
 
     def account(self, handle):
         """One account's truth: block records, distinct subjects, duplicates, subjects."""
-        data = self._ok("GET", f"/_fake/state?handle={handle}")
+        data = self.state(handle)
         return {
             "blocks": data["block_count"],
             "distinct": data["distinct_blocked"],

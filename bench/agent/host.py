@@ -232,6 +232,17 @@ class Psql:
         return rows[0][0] if rows and rows[0] else None
 
 
+def env_setting(name, config_dir="/etc/shoestring", files="*.env"):
+    """A setting's value from the first of the app's environment files (in name order)
+    that names it, its quotes taken off; None if none does."""
+    for env_file in sorted(Path(config_dir).glob(files)):
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.strip().partition("=")
+            if key == name:
+                return value.strip().strip('"')
+    return None
+
+
 _NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
 
 

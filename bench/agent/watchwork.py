@@ -10,13 +10,12 @@ per-account counts by method over the window, per hour. Last, a full rescan is s
 once (it is due every SHOESTRING_WATCH_RESCAN_S) and its requests counted on their own.
 """
 
-import re
 import statistics
 import time
 from pathlib import Path
 
 from .fake import Fake, target_handle
-from .host import Psql
+from .host import Psql, env_setting
 from .load import Load
 
 POLL_EVERY_S = 5
@@ -25,12 +24,8 @@ SETTINGS = ("SHOESTRING_WATCH_POLL_S", "SHOESTRING_WATCH_RESCAN_S")
 
 def watch_settings(folder=Path("/etc/shoestring")):
     """The watch settings the worker pools run with, from their settings files."""
-    found = {}
-    for path in sorted(folder.glob("worker-*.env")):
-        for name, value in re.findall(
-            r'^(SHOESTRING_WATCH_[A-Z_]+)="?([0-9]+)"?$', path.read_text(), flags=re.MULTILINE
-        ):
-            found.setdefault(name, int(value))
+    values = {name: env_setting(name, folder, "worker-*.env") for name in SETTINGS}
+    found = {name: int(value) for name, value in values.items() if (value or "").isdigit()}
     missing = [name for name in SETTINGS if name not in found]
     if missing:
         raise RuntimeError(f"no worker pool's settings name {', '.join(missing)}")
