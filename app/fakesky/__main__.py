@@ -1,10 +1,12 @@
-"""python3 -m fakesky: run the fake Bluesky network in the foreground (standard library only).
+"""python3 -m fakesky: run the fake Bluesky network in the foreground (the standard library and
+jwcrypto: Debian's python3-jwcrypto).
 
 Examples:
   python3 -m fakesky --port 8787 --account me.fake.test:app-pass
   python3 -m fakesky --target troll.fake.test:200000 --accounts 500 --indexing-delay-s 5
   python3 -m fakesky --post crowd-10.fake.test/3lpileon2abcd:2000:500:200:300
   python3 -m fakesky --target crowd:10000 --arrivals crowd-10000.fake.test:followers:600:10
+  python3 -m fakesky --public-url https://pds.demo.test --oauth-client-fetch-via https://127.0.0.1:443
 """
 
 import argparse

@@ -7,6 +7,7 @@ benchmark can compress an hour into seconds.
 
 import argparse
 from dataclasses import MISSING, dataclass, field, fields, replace
+from urllib.parse import urlsplit
 
 
 def _setting(default, help_text):
@@ -56,6 +57,67 @@ class Config:
     fill_page_max_requests: int = _setting(
         10, "reads of the follow list to refill a filtered page (Bluesky's; 1: no refill)"
     )
+    # OAuth (oauth.py). The numbers are packages/oauth/oauth-provider/src/oauth-constants.ts's
+    # unless said.
+    appview_did: str = _setting(
+        "did:web:api.bsky.app",
+        "service DID of the fake's AppView: app.bsky.* calls need rpc:<method>?aud=<this>"
+        "#bsky_appview (Bluesky's AppView's DID)",
+    )
+    oauth_authorize_url: str = _setting(
+        "",
+        "authorization_endpoint advertised (any origin; the page is also served at this path);"
+        " empty: <issuer>/oauth/authorize",
+    )
+    oauth_granular_scopes: bool = _setting(
+        True, "accept repo:, rpc:, account:, identity:, blob: scopes (false: an older PDS)"
+    )
+    oauth_allow_loopback_clients: bool = _setting(
+        False,
+        "TEST ONLY: accept client_ids, client_uri and redirect URIs on localhost, 127.0.0.1,"
+        " [::1] (http too) and .test names, any port (the reference refuses them)",
+    )
+    oauth_client_fetch_via: str = _setting(
+        "",
+        "TEST ONLY: fetch client metadata and JWKS from this http(s)://host:port, keeping the"
+        " client_id's Host, without checking TLS certificates",
+    )
+    # packages/oauth/internal/fetch-node/src/safe.ts (timeout) and pds/src/config/config.ts.
+    oauth_client_fetch_timeout_s: float = _setting(10.0, "client document fetch (Bluesky's)")
+    oauth_client_max_bytes: int = _setting(524288, "largest client document (Bluesky's 512 kB)")
+    # oauth-provider.ts clientMetadataCache / clientJwksCache: ttl 600e3.
+    oauth_client_cache_s: float = _setting(600.0, "client metadata and JWKS cache (Bluesky's)")
+    oauth_access_token_ttl_s: float = _setting(
+        3600.0, "OAuth access token lifetime (Bluesky's TOKEN_MAX_AGE: 60 minutes)"
+    )
+    oauth_par_ttl_s: float = _setting(300.0, "pushed request lifetime (PAR_EXPIRES_IN: 5 min)")
+    oauth_authorization_inactivity_s: float = _setting(
+        300.0, "open page and code lifetime (AUTHORIZATION_INACTIVITY_TIMEOUT: 5 min)"
+    )
+    oauth_public_session_s: float = _setting(
+        1209600.0, "public client session (SESSION_LIFETIME: 2 weeks)"
+    )
+    oauth_public_refresh_s: float = _setting(
+        1209600.0, "public client, longest time between refreshes (REFRESH_LIFETIME: 2 weeks)"
+    )
+    oauth_confidential_session_s: float = _setting(
+        63115200.0, "confidential client session (SESSION_LIFETIME_EXTENDED: 2 years)"
+    )
+    oauth_confidential_refresh_s: float = _setting(
+        7889400.0, "confidential client, between refreshes (REFRESH_LIFETIME_EXTENDED: 3 months)"
+    )
+    # dpop/dpop-nonce.ts: DPOP_NONCE_MAX_AGE / 3; dpop-manager.ts: maxTokenAge 10,
+    # clockTolerance DPOP_NONCE_MAX_AGE (180 s).
+    oauth_dpop_nonce_rotation_s: float = _setting(
+        60.0, "DPoP nonce rotation; the previous and next are accepted (Bluesky's: 60 s)"
+    )
+    oauth_dpop_max_age_s: float = _setting(10.0, "DPoP proof iat max age (Bluesky's: 10 s)")
+    oauth_dpop_clock_tolerance_s: float = _setting(
+        180.0, "DPoP proof clock tolerance (Bluesky's: 180 s)"
+    )
+    oauth_client_assertion_max_age_s: float = _setting(
+        60.0, "client assertion iat max age (CLIENT_ASSERTION_MAX_AGE: 60 s)"
+    )
 
     def validate(self):
         """Raise ValueError naming the first setting out of range."""
@@ -91,7 +153,43 @@ class Config:
                 raise ValueError(f"{name} must not be negative")
         if self.access_token_ttl_s <= 0 or self.refresh_token_ttl_s <= 0:
             raise ValueError("token lifetimes must be positive")
+        self._validate_oauth()
         return self
+
+    def _validate_oauth(self):
+        for name in (
+            "oauth_client_fetch_timeout_s",
+            "oauth_client_max_bytes",
+            "oauth_access_token_ttl_s",
+            "oauth_par_ttl_s",
+            "oauth_authorization_inactivity_s",
+            "oauth_public_session_s",
+            "oauth_public_refresh_s",
+            "oauth_confidential_session_s",
+            "oauth_confidential_refresh_s",
+            "oauth_dpop_max_age_s",
+            "oauth_client_assertion_max_age_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("oauth_client_cache_s", "oauth_dpop_clock_tolerance_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        # dpop-nonce.ts rotationIntervalSchema: 1 s to DPOP_NONCE_MAX_AGE / 3.
+        if not 1 <= self.oauth_dpop_nonce_rotation_s <= 60:
+            raise ValueError("oauth_dpop_nonce_rotation_s must be 1-60 seconds")
+        for name in ("public_url", "oauth_authorize_url", "oauth_client_fetch_via"):
+            value = getattr(self, name)
+            parts = urlsplit(value)
+            if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+                raise ValueError(f"{name} must be an http(s) URL")
+        if self.oauth_client_fetch_via and urlsplit(self.oauth_client_fetch_via).path not in (
+            "",
+            "/",
+        ):
+            raise ValueError("oauth_client_fetch_via is an origin: http(s)://host:port")
+        if not self.appview_did.startswith("did:"):
+            raise ValueError("appview_did must be a DID")
 
     def update(self, values):
         """Set settings from JSON or command-line values; ValueError for an unknown one."""

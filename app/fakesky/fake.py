@@ -4,8 +4,9 @@ An XRPC call goes through the steps of the reference server (bluesky-social/atpr
 packages/xrpc-server/src/server.ts): a method the PDS serves itself checks its parameters,
 its bearer token, its input, then its rate limits (the route's and the per-address one),
 then runs; an app.bsky.* method, which the PDS proxies to the AppView, spends the
-per-address limit first. The modules beside this one say which reference file each rule
-comes from.
+per-address limit first. A call made with an OAuth token (`Authorization: DPoP`) is checked
+by oauth.py as the PDS's oauth() verifier checks it, then its scope (scopes.py) where the
+reference checks it. The modules beside this one say which reference file each rule comes from.
 """
 
 import contextlib
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from . import arrivals, graph, limits, posts, tokens
+from . import arrivals, graph, limits, oauth, posts, tokens
 from .accounts import STATUS_ERRORS, Account
 from .appview import AppView
 from .config import Config
@@ -40,6 +41,10 @@ class Request:
     content_type: str
     token: str | None
     client_ip: str
+    auth_scheme: str | None = None  # "Bearer" or "DPoP" (OAuth), with token
+    dpop: tuple = ()  # the DPoP headers' values
+    path: str = ""  # /xrpc/<nsid>, what a DPoP proof's "htu" names
+    atproto_proxy: str | None = None  # the atproto-proxy header: the "aud" of rpc: scopes
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Call:
     def __init__(self, request, now):
         self.request, self.now = request, now
         self.account = None  # the signed-in account, once the token was checked
+        self.permissions = None  # an OAuth token's scopes (scopes.Permissions)
         self.refresh_jti = None
         self.signing_in = False  # createSession reached the password check
         self.headers = {}
@@ -156,6 +162,7 @@ class FakeBluesky:
         state.setdefault("posts", posts.Posts())  # a state file from before posts
         state.setdefault("arrivals", arrivals.Arrivals())  # ... or before arrivals
         state.setdefault("feed", Feed(self))
+        state.setdefault("oauth", oauth.OAuth(self, SERVICE_DID))  # ... or before OAuth
         self.__dict__.update(state)
         self.lock = threading.Lock()
         self.faults = Faults()
@@ -199,6 +206,7 @@ class FakeBluesky:
         self.appview = AppView(self)
         self.feed = Feed(self)
         self.faults = Faults()
+        self.oauth = oauth.OAuth(self, SERVICE_DID)
         self.requests = 0
         self.rate_limited = 0
         self.ip_rate_limited = 0
@@ -328,6 +336,7 @@ class FakeBluesky:
                 "writes_refused": sum(a.writes_refused for a in self.accounts.values()),
                 "indexing_pending": self.appview.pending(),
                 "faults": self.faults.report(),
+                "oauth": self.oauth.summary(),
             }
             if handle is None:
                 return {
@@ -440,8 +449,10 @@ class FakeBluesky:
         token = call.request.token
         if route.auth == "none" or (route.auth == "optional" and not token):
             return
-        if not token:
+        if not token or (call.request.auth_scheme == "DPoP" and route.auth == "refresh"):
             raise XrpcError(401, "AuthMissing", "Authentication Required")
+        if call.request.auth_scheme == "DPoP":
+            return self._authenticate_oauth(call, route)
         try:
             if route.auth == "refresh":
                 claims = tokens.verify(
@@ -465,11 +476,26 @@ class FakeBluesky:
                     call.now,
                 )
         except tokens.TokenError as error:
-            raise XrpcError.invalid(error.message, error.error) from None
+            message = error.message
+            if message == "Bad token scope" and oauth.is_dpop_bound(token):
+                message = "Malformed token"  # auth-verifier.ts: a "cnf" claim, an OAuth token
+            raise XrpcError.invalid(message, error.error) from None
         account = self.by_did.get(claims["sub"])
         if account is None:
             raise XrpcError(403, "AccountNotFound", "Account not found")
         call.account = account
+
+    def _authenticate_oauth(self, call, route):
+        """auth-verifier.ts oauth(): a DPoP-bound access token (oauth.py); then the scope an
+        app.bsky.* call needs, rpc:<method> at the AppView (pipethrough.ts computeProxyTo)."""
+        did, call.permissions = self.oauth.authenticate_xrpc(call)
+        account = self.by_did.get(did)
+        if account is None:
+            raise XrpcError(403, "AccountNotFound", "Account not found")
+        call.account = account
+        if route.proxied:
+            aud = call.request.atproto_proxy or f"{self.config.appview_did}#bsky_appview"
+            self.oauth.check_scope(call, "rpc", call.request.nsid, aud)
 
     def _issue(self, account, now, jti=None):
         """A fresh access and refresh token pair, as createTokens() makes them."""
@@ -623,7 +649,7 @@ class FakeBluesky:
         if not statuses:
             return
         status = limits.combine(statuses)
-        call.headers = status.headers(call.now)
+        call.headers.update(status.headers(call.now))
         if not status.ok:
             call.refusal = {
                 "limiter": status.name,
@@ -723,6 +749,7 @@ class FakeBluesky:
     def create_record(self, call):
         account = self._own_repo(call)
         body = call.request.body
+        self.oauth.check_scope(call, "repo", str(body["collection"]), "create")
         write = prepare(CREATE, body, self.tids, validate=body.get("validate"))
         writes = [write]
         if write.validated:
@@ -743,6 +770,7 @@ class FakeBluesky:
     def delete_record(self, call):
         account = self._own_repo(call)
         body = call.request.body
+        self.oauth.check_scope(call, "repo", str(body["collection"]), "delete")
         rkey = body["rkey"]
         if not is_record_key(rkey):
             raise XrpcError.invalid("Input/rkey must be a valid Record Key")
@@ -757,6 +785,11 @@ class FakeBluesky:
         writes = body["writes"]
         if len(writes) > self.config.max_writes_per_call:
             raise XrpcError.invalid(f"Too many writes. Max: {self.config.max_writes_per_call}")
+        # applyWrites.ts: every distinct (action, collection), creates, then updates, deletes.
+        for kind, action in ((CREATE, "create"), (UPDATE, "update"), (DELETE, "delete")):
+            collections = [str(w.get("collection")) for w in writes if w["$type"] == kind]
+            for collection in dict.fromkeys(collections):
+                self.oauth.check_scope(call, "repo", collection, action)
         validate = body.get("validate")
         prepared = [
             prepare(write["$type"], write, self.tids, validate=validate, index=index)

@@ -1,4 +1,6 @@
-"""The fake's HTTP side: XRPC under /xrpc/, test hooks under /_fake/.
+"""The fake's HTTP side: XRPC under /xrpc/, test hooks under /_fake/, and the rest (OAuth's
+/.well-known/ and /oauth/ endpoints, the PLC directory's /did:plc:..., /.well-known/atproto-did)
+in oauth.py, routed by path whatever the Host.
 
 Test hooks (never part of Bluesky's API; JSON in, JSON out):
   POST /_fake/accounts  {"handle", "password", "follows": [DID, ...]}  create or update
@@ -15,7 +17,10 @@ Test hooks (never part of Bluesky's API; JSON in, JSON out):
                          "only": [NSID, ...]}   see faults.py
   GET|POST /_fake/config   read or change settings (config.py)
   GET /_fake/state[?handle=H]   per account: blocks held, duplicates, writes refused, 429s;
-                        the posts and arrival streams
+                        the posts and arrival streams; OAuth's counts
+  GET|POST /_fake/oauth {"authorize_url", "granular_scopes", "expire_access_tokens": true,
+                         "nonce_rotate": true}   OAuth settings; every access token expired
+                        now; every DPoP nonce handed out void. Answers OAuth's counts
 """
 
 import contextlib
@@ -26,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .fake import FakeBluesky, Request
+from .oauth import HttpRequest
 from .posts import KIND_NAMES
 
 
@@ -49,9 +55,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
-    def _read_body(self):
+    def _read_raw(self):
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _json(raw):
         if not raw:
             return None
         try:
@@ -75,23 +84,50 @@ class Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def _reply_http(self, answer):
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if answer.content_type:
+            self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
     def _dispatch(self, method):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        body = self._read_body()
+        raw = self._read_raw()
         if url.path.startswith("/_fake/"):
-            return self._test_hook(method, url.path[len("/_fake/") :], query, body)
+            return self._test_hook(method, url.path[len("/_fake/") :], query, self._json(raw))
         if not url.path.startswith("/xrpc/"):
-            return self._reply(404, {"error": "NotFound", "message": "no such endpoint"})
+            answer = self.fake.oauth.http(
+                HttpRequest(
+                    method, url.path, query, self.headers, raw, self.headers.get("Host", "")
+                )
+            )
+            if answer is None:
+                return self._reply(404, {"error": "NotFound", "message": "no such endpoint"})
+            return self._reply_http(answer)
+        body = self._json(raw)
         auth = self.headers.get("Authorization", "")
+        scheme, token = None, None
+        if auth.startswith("Bearer "):
+            scheme, token = "Bearer", auth[len("Bearer ") :]
+        elif auth[: len("DPoP ")].lower() == "dpop ":
+            scheme, token = "DPoP", auth[len("DPoP ") :]
         request = Request(
             method=method,
             nsid=url.path[len("/xrpc/") :],
             params=query,
             body=None if body is _NOT_JSON else body,
             content_type=(self.headers.get("Content-Type") or "").lower(),
-            token=auth[len("Bearer ") :] if auth.startswith("Bearer ") else None,
+            token=token,
             client_ip=self.client_address[0],
+            auth_scheme=scheme,
+            dpop=tuple(self.headers.get_all("DPoP") or ()),
+            path=url.path,
+            atproto_proxy=self.headers.get("atproto-proxy"),
         )
         if body is _NOT_JSON:
             return self._reply(400, {"error": "InvalidRequest", "message": "Invalid JSON"})
@@ -148,6 +184,11 @@ class Handler(BaseHTTPRequestHandler):
                     if method == "POST":
                         fake.config.update(body)
                     return self._reply(200, vars(fake.config))
+            if name == "oauth" and method in ("GET", "POST"):
+                with fake.lock:
+                    if method == "POST":
+                        fake.oauth.hook(body)
+                    return self._reply(200, fake.oauth.report())
             if (name, method) == ("state", "GET"):
                 handle = (query.get("handle") or [None])[0]
                 return self._reply(200, fake.state(handle))
