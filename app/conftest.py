@@ -99,6 +99,16 @@ class FakeSky:
     def faults(self, **faults):
         return self._post("faults", faults)
 
+    def oauth(self, **hooks):
+        """The authorization server's hooks: authorize_url, granular_scopes,
+        expire_access_tokens, nonce_rotate (docs/fakesky.md)."""
+        return self._post("oauth", hooks)
+
+    def oauth_state(self):
+        response = self.http.get("/_fake/oauth")
+        response.raise_for_status()
+        return response.json()
+
     def configure(self, **settings):
         return self._post("config", settings)
 

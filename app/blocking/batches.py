@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from core.task_metrics import count_actions
 
-from . import pacing
+from . import crypto, pacing
 from .campaigns import (
     account_refused,
     backoff_s,
@@ -42,7 +42,7 @@ from .campaigns import (
     usable_account,
 )
 from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount, SkipReason
-from .network import client_for
+from .network import client_for, revoke_grant
 from .taskbase import DURABLE, GuardedTask, task
 
 log = logging.getLogger(__name__)
@@ -290,3 +290,11 @@ def undo_batch(self, batch_id):
     Batch.objects.filter(pk=batch.pk).delete()
     count_actions(batch.op, len(batch.dids))
     pacing.dispatch(batch.owner_id)
+
+
+@task("blocking.revoke_grant", **DURABLE)
+def revoke_unlinked_grant(self, encrypted_grant):
+    """End an unlinked person's OAuth grant at their authorization server, best effort (a
+    failure is logged; the grant then lives until it expires). Sent by the maintenance pool
+    when a lift-then-unlink ends: it may read the encrypted grant but has no key to use it."""
+    revoke_grant(crypto.decrypt(encrypted_grant))

@@ -8,7 +8,8 @@ from . import crypto
 
 
 class LinkedAccount(models.Model):
-    """A person's Bluesky account. The app password and session tokens are encrypted at rest."""
+    """A person's Bluesky account, linked by signing in with Bluesky (an OAuth grant) or by
+    an app password (and its session tokens). Every secret is encrypted at rest."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="linked_account"
@@ -16,9 +17,13 @@ class LinkedAccount(models.Model):
     handle = models.CharField(max_length=253)
     did = models.CharField(max_length=255)
     service_url = models.URLField()
-    app_password_encrypted = models.TextField()
+    # Empty for an OAuth link: no password is stored then.
+    app_password_encrypted = models.TextField(blank=True)
     access_jwt_encrypted = models.TextField(blank=True)
     refresh_jwt_encrypted = models.TextField(blank=True)
+    # Signed in with Bluesky: the grant (bluesky.oauth.Grant: DPoP-bound tokens, the DPoP
+    # key, the authorization server) as encrypted JSON; empty for an app-password link.
+    oauth_grant_encrypted = models.TextField(blank=True, default="", db_default="")
     api_enabled = models.BooleanField(
         default=True, help_text="Off: no task calls the network for this person."
     )
@@ -44,6 +49,10 @@ class LinkedAccount(models.Model):
     @app_password.setter
     def app_password(self, value):
         self.app_password_encrypted = crypto.encrypt(value)
+
+    @property
+    def uses_oauth(self):
+        return bool(self.oauth_grant_encrypted)
 
     def is_rate_limited(self):
         return bool(self.rate_limited_until and self.rate_limited_until > timezone.now())

@@ -1,9 +1,21 @@
 """Build provider clients from the settings: for a linked account (persisting refreshed
-sessions and the PDS its DID document names), or for signing in to link one."""
+sessions and the PDS its DID document names, or its OAuth grant's rotated tokens), for
+signing in to link one, and the app's OAuth client."""
 
-from bluesky.client import BlueskyClient
+import base64
+import binascii
+import logging
+from functools import cache
+
+import httpx
+from bluesky.client import BlueskyClient, check_pds_url
+from bluesky.errors import NotFound, ProviderError
+from bluesky.oauth import DpopAuth, Grant, GrantRevoked, OAuthClient, OAuthError
 from bluesky.provider import Session
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from joserfc import jwk
 
 from . import crypto
 from .models import LinkedAccount
@@ -37,9 +49,125 @@ def new_client(identifier, app_password, service_url=None, **options) -> Bluesky
     )
 
 
+log = logging.getLogger(__name__)
+
+
+@cache
+def _client_key(encoded):
+    try:
+        key = jwk.ECKey.import_key(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError) as error:
+        raise ImproperlyConfigured(
+            "SHOESTRING_OAUTH_CLIENT_KEY must be an EC P-256 private key in PEM, base64-encoded"
+            f" onto one line ({error})"
+        ) from None
+    if key.as_dict(private=False).get("crv") != "P-256" or not key.is_private:
+        raise ImproperlyConfigured("SHOESTRING_OAUTH_CLIENT_KEY must be a P-256 private key")
+    key.ensure_kid()
+    return key
+
+
+def oauth_enabled() -> bool:
+    return bool(settings.OAUTH_CLIENT_KEY)
+
+
+def oauth_client_key() -> jwk.ECKey:
+    if not settings.OAUTH_CLIENT_KEY:
+        raise ImproperlyConfigured(
+            "SHOESTRING_OAUTH_CLIENT_KEY is not set: no sign-in with Bluesky"
+        )
+    return _client_key(settings.OAUTH_CLIENT_KEY)
+
+
+def _check_url(url):
+    return check_pds_url(url, settings.BLUESKY_ALLOW_LOOPBACK_PDS)
+
+
+def _resolve_handle(handle):
+    with new_client("", "") as client:
+        return client.resolve_handle(handle)
+
+
+def _did_document(did):
+    """A did:plc document from the PLC directory, a did:web one from its host."""
+    if did.startswith("did:plc:"):
+        url = f"{_check_url(settings.BLUESKY_PLC_URL)}/{did}"
+    elif did.startswith("did:web:") and ":" not in did[len("did:web:") :]:
+        url = f"{_check_url('https://' + did[len('did:web:') :])}/.well-known/did.json"
+    else:
+        raise OAuthError(f"{did}: not a DID method Bluesky uses")
+    try:
+        response = httpx.get(url, timeout=settings.BLUESKY_TIMEOUT_S, follow_redirects=False)
+    except httpx.HTTPError as error:
+        raise ProviderError(f"{url}: {error.__class__.__name__}: {error}") from error
+    if response.status_code == 404:
+        raise NotFound(f"{did}: no DID document")
+    if response.status_code != 200:
+        raise ProviderError(f"{url}: HTTP {response.status_code}")
+    return response.json()
+
+
+def oauth_client(client_id, redirect_uri="") -> OAuthClient:
+    """The app's OAuth client under this client_id (its metadata URL, one per host name)."""
+    return OAuthClient(
+        client_id,
+        oauth_client_key(),
+        resolve_handle=_resolve_handle,
+        did_document=_did_document,
+        check_url=_check_url,
+        redirect_uri=redirect_uri,
+        timeout=settings.BLUESKY_TIMEOUT_S,
+    )
+
+
+def grant_of(account: LinkedAccount) -> Grant:
+    return Grant.from_json(crypto.decrypt(account.oauth_grant_encrypted))
+
+
+def renewer(account_pk):
+    """What refreshes one account's grant: under a lock on its row, so that two workers never
+    spend the same refresh token (a replayed one ends the grant). A worker that waited for
+    the lock takes the tokens the other one stored."""
+
+    def renew(grant: Grant) -> Grant:
+        with transaction.atomic():
+            row = LinkedAccount.objects.select_for_update().get(pk=account_pk)
+            if not row.oauth_grant_encrypted:
+                raise GrantRevoked("the account was unlinked")
+            stored = grant_of(row)
+            if stored.refresh_token != grant.refresh_token:
+                return stored
+            with oauth_client(stored.client_id) as client:
+                fresh = client.refresh(stored)
+            row.oauth_grant_encrypted = crypto.encrypt(fresh.to_json())
+            row.save(update_fields=["oauth_grant_encrypted"])
+            return fresh
+
+    return renew
+
+
+def revoke_grant(grant_json: str) -> None:
+    """End a grant at its authorization server; a failure is logged (the grant then lives
+    until it expires; the person can also revoke it from their PDS)."""
+    grant = Grant.from_json(grant_json)
+    try:
+        with oauth_client(grant.client_id) as client:
+            client.revoke(grant)
+    except (ProviderError, ImproperlyConfigured) as error:
+        log.warning("could not revoke the OAuth grant of %s: %s", grant.did, error)
+
+
 def client_for(account: LinkedAccount, interactive="page") -> BlueskyClient:
     """A client for this account; interactive: True (a task a person waits on), False
     (bulk work, which leaves the interactive reserve), or "page" (a web page)."""
+    if account.oauth_grant_encrypted:
+        return new_client(
+            account.did,
+            "",
+            service_url=account.service_url,
+            oauth=DpopAuth(grant_of(account), renewer(account.pk)),
+            before_request=budget_hook(interactive),
+        )
     session = None
     if account.access_jwt_encrypted and account.refresh_jwt_encrypted:
         session = Session(

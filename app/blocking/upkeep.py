@@ -13,6 +13,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import pacing
+from .batches import revoke_unlinked_grant
 from .campaigns import fetch_follower_page, start_campaign
 from .locks import task_lock
 from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
@@ -158,9 +159,17 @@ def _campaigns_to_lift(fields, due, limit):
 
 
 def _lifted(account):
-    """Everything this person asked to lift is lifted."""
+    """Everything this person asked to lift is lifted; an unlink then ends, and its OAuth
+    grant is revoked once the deletion is committed."""
     if account.unlink_requested_at:
+        grant = (
+            LinkedAccount.objects.filter(pk=account.pk)
+            .values_list("oauth_grant_encrypted", flat=True)
+            .first()
+        )
         LinkedAccount.objects.filter(pk=account.pk).delete()
+        if grant:
+            transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
     else:
         LinkedAccount.objects.filter(pk=account.pk).update(lift_all_requested_at=None)
 

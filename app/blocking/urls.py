@@ -1,8 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import signin, views
 
 urlpatterns = [
+    path("oauth/client-metadata.json", signin.client_metadata, name="oauth_client_metadata"),
+    path("oauth/jwks.json", signin.jwks, name="oauth_jwks"),
+    path("oauth/signin", signin.start, name="oauth_start"),
+    path("oauth/callback", signin.callback, name="oauth_callback"),
     path("signup/", views.signup, name="signup"),
     path("link/", views.link, name="link"),
     path("link/remove/", views.unlink, name="unlink"),

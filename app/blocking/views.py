@@ -17,7 +17,7 @@ from . import blocklist, buckets, crypto, estimate, tasks, upkeep
 from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm, TrustedForm
 from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope, SkipReason, Trusted
-from .network import client_for, new_client
+from .network import client_for, new_client, revoke_grant
 
 
 def signup(request):
@@ -90,15 +90,26 @@ def unlink(request):
         LinkedAccount.objects.filter(pk=account.pk).update(
             lift_all_requested_at=timezone.now(), unlink_requested_at=timezone.now()
         )
+        secrets = (
+            "access is revoked" if account.uses_oauth else "app password and tokens are deleted"
+        )
         messages.success(
             request,
-            f"Lifting your {held:,} blocks and mutes a batch at a time; your app password and"
-            " session tokens are deleted as soon as they are all lifted.",
+            f"Lifting your {held:,} blocks and mutes a batch at a time; Shoestring's {secrets}"
+            " as soon as they are all lifted.",
         )
         return redirect("link")
+    grant = crypto.decrypt(account.oauth_grant_encrypted) if account.uses_oauth else ""
     account.delete()
+    if grant:
+        revoke_grant(grant)
     stay = f" The {held:,} blocks and mutes made here stay in place on Bluesky." if held else ""
-    messages.success(request, f"Unlinked: your app password and session tokens are deleted.{stay}")
+    gone = (
+        "Shoestring's access is revoked at your Bluesky server"
+        if grant
+        else "your app password and session tokens are deleted"
+    )
+    messages.success(request, f"Unlinked: {gone}.{stay}")
     return redirect("link")
 
 

@@ -31,6 +31,7 @@ from .errors import (
     ServerError,
     UnsafePds,
 )
+from .oauth import DpopAuth, GrantRevoked, nonce_challenge, remember_nonce
 from .provider import FollowerPage, Post, Profile, Session
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class BlueskyClient:
         transport: httpx.BaseTransport | None = None,
         allow_loopback_pds: bool = False,
         before_request: Callable[[str], None] | None = None,
+        oauth: DpopAuth | None = None,
     ):
         self.service_url = service_url.rstrip("/")
         self.identifier = identifier
@@ -215,6 +217,8 @@ class BlueskyClient:
         # Called with the NSID before every request: where a shared budget is taken.
         self._before_request = before_request
         self._pds_checked = None
+        # Signed in with Bluesky (OAuth): DPoP-bound tokens instead of a session.
+        self.oauth = oauth
         self.rate_limit = RateLimitState()
         self._http = httpx.Client(
             timeout=timeout, transport=transport, headers={"User-Agent": "shoestring/1"}
@@ -233,7 +237,10 @@ class BlueskyClient:
     @property
     def pds_url(self) -> str:
         """Where calls go: the session's PDS, or service_url before a session; checked."""
-        url = (self.session and self.session.pds_url) or self.service_url
+        if self.oauth:
+            url = self.oauth.grant.pds_url
+        else:
+            url = (self.session and self.session.pds_url) or self.service_url
         if url != self._pds_checked:
             check_pds_url(url, self._allow_loopback_pds)
             self._pds_checked = url
@@ -241,7 +248,10 @@ class BlueskyClient:
 
     def login(self) -> Session:
         """Sign in with the app password: at the account's PDS once it is known (it serves
-        createSession for its accounts, as the official SDK relies on), else at service_url."""
+        createSession for its accounts, as the official SDK relies on), else at service_url.
+        An OAuth grant cannot sign in again without its person: GrantRevoked."""
+        if self.oauth:
+            raise GrantRevoked("the grant's tokens were refused")
         response = self._send(
             "POST",
             self.pds_url,
@@ -338,6 +348,33 @@ class BlueskyClient:
         raise BadRequest(text)
 
     def _call(self, method, nsid, **kwargs) -> dict:
+        if self.oauth:
+            return self._call_dpop(method, nsid, **kwargs)
+        return self._call_session(method, nsid, **kwargs)
+
+    def _call_dpop(self, method, nsid, **kwargs) -> dict:
+        """One call with the OAuth grant: once more with the PDS's new DPoP nonce when it asks
+        for one, and once more after a refresh when the token is refused (expired, revoked)."""
+        url = f"{self.pds_url}/xrpc/{nsid}"
+        renewed = nonce_retried = False
+        while True:
+            headers = self.oauth.headers(method, url)
+            response = self._send(method, self.pds_url, nsid, headers=headers, **kwargs)
+            remember_nonce(url, response)
+            self._raise_account_status(response)
+            if response.status_code == 401 and nonce_challenge(response) and not nonce_retried:
+                nonce_retried = True
+                continue
+            if response.status_code == 401 and not renewed:
+                renewed = True
+                self.oauth.renew()
+                continue
+            if response.status_code == 401:
+                raise GrantRevoked(f"{nsid}: {self._error_text(response)} after a refresh")
+            self._raise_for(response, nsid)
+            return response.json() if response.content else {}
+
+    def _call_session(self, method, nsid, **kwargs) -> dict:
         """One authenticated call. A refused token (400 ExpiredToken/InvalidToken, or 401)
         refreshes the session, then signs in once, before the credentials count as revoked."""
         if self.session is None:
@@ -362,6 +399,17 @@ class BlueskyClient:
                 raise CredentialsRevoked(f"{nsid}: {self._error_text(response)} after signing in")
 
     # -- the provider interface ------------------------------------------
+    def resolve_handle(self, handle: str) -> str:
+        """A handle's DID, from service_url without a session (the entryway resolves any
+        handle); NotFound if it resolves to none."""
+        nsid = "com.atproto.identity.resolveHandle"
+        params = {"handle": normalize_handle(handle)}
+        response = self._send("GET", self.service_url, nsid, params=params)
+        if response.status_code == 400:
+            raise NotFound(f"{nsid}: {self._error_text(response)}")
+        self._raise_for(response, nsid)
+        return response.json()["did"]
+
     def resolve(self, handle_or_did: str) -> Profile:
         actor = normalize_handle(handle_or_did)
         return _profile(self._call("GET", "app.bsky.actor.getProfile", params={"actor": actor}))
@@ -527,6 +575,8 @@ class BlueskyClient:
         )
 
     def session_did(self) -> str:
+        if self.oauth:
+            return self.oauth.grant.did
         if self.session is None:
             self.login()
         return self.session.did

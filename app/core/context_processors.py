@@ -15,3 +15,10 @@ def demo_network(request):
             "blocks_per_hour": estimate.blocks_per_hour(),
         }
     }
+
+
+def bluesky_signin(request):
+    """Whether "Sign in with Bluesky" is offered (the app has its OAuth key)."""
+    from blocking.network import oauth_enabled
+
+    return {"bluesky_signin": oauth_enabled()}

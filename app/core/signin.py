@@ -18,6 +18,7 @@ from django.dispatch import receiver
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 
 SIGNED_IN_AT = "shoestring_signed_in_at"
 
@@ -44,15 +45,33 @@ def locked_out(request, original_response=None, credentials=None):
     )
 
 
+def mark_fresh(request):
+    request.session[SIGNED_IN_AT] = time.time()
+
+
 @receiver(user_logged_in)
 def note_sign_in(sender, request, user, **kwargs):
     if request is not None and hasattr(request, "session"):
-        request.session[SIGNED_IN_AT] = time.time()
+        mark_fresh(request)
 
 
 def is_fresh(request):
     signed_in_at = request.session.get(SIGNED_IN_AT)
     return signed_in_at is not None and time.time() - signed_in_at < settings.FRESH_SIGN_IN_S
+
+
+def _bluesky_again(request):
+    """For a person linked with Bluesky: sign in there again (their DID), then come back to
+    the page they pressed the button on and press it again."""
+    account = getattr(request.user, "linked_account", None)
+    if account is None or not account.uses_oauth:
+        return {}
+    back = request.META.get("HTTP_REFERER", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = ""
+    return {"bsky_handle": account.did, "bsky_next": back, "bsky_label": "Sign in with Bluesky"}
 
 
 def fresh_sign_in(describe):
@@ -74,7 +93,7 @@ def fresh_sign_in(describe):
                     # AxesMiddleware answers for a locked sign-in, with locked_out's page.
                     return HttpResponse(status=429)
                 if user is not None and user.pk == request.user.pk:
-                    request.session[SIGNED_IN_AT] = time.time()
+                    mark_fresh(request)
                     return view(request, *args, **kwargs)
                 error = "That password is not right. Nothing was changed."
             kept = [
@@ -91,6 +110,8 @@ def fresh_sign_in(describe):
                     "kept": kept,
                     "error": error,
                     "minutes": round(settings.FRESH_SIGN_IN_S / 60),
+                    "has_password": request.user.has_usable_password(),
+                    **_bluesky_again(request),
                 },
                 status=403 if error else 200,
             )

@@ -1,10 +1,13 @@
 import pytest
+from bluesky.tests.authorize import decide
 from django.contrib.auth import get_user_model
 
 from blocking import buckets
 from blocking.models import LinkedAccount
 
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
+# The password of accounts made on the fake for signing in with Bluesky.
+BLUESKY_PASSWORD = "alice-app-pass"
 
 
 @pytest.fixture
@@ -25,3 +28,38 @@ def person(client, fakesky, settings):
         return user
 
     return make
+
+
+@pytest.fixture
+def bluesky(settings, fakesky, live_server):
+    """Sign in with Bluesky switched on, against the fake; sign_in(client, handle) goes
+    through the whole dance and answers the callback's response."""
+    settings.BLUESKY_SERVICE_URL = settings.BLUESKY_PLC_URL = fakesky.url
+    fakesky.configure(indexing_delay_s=0, oauth_allow_loopback_clients=True)
+    host = live_server.url.split("://", 1)[1]
+
+    class Bluesky:
+        fake = fakesky
+
+        @staticmethod
+        def account(handle):
+            fakesky.account(handle, BLUESKY_PASSWORD)
+            return fakesky.did(handle)
+
+        @staticmethod
+        def start(client, handle, next_url=""):
+            return client.post(
+                "/oauth/signin", {"handle": handle, "next": next_url}, HTTP_HOST=host
+            )
+
+        @classmethod
+        def sign_in(
+            cls, client, handle, decision="approve", next_url="", password=BLUESKY_PASSWORD
+        ):
+            response = cls.start(client, handle, next_url)
+            assert response.status_code == 302, response.content[:500]
+            query, location = decide(response["Location"], handle, password, decision)
+            assert location.startswith(f"http://{host}/oauth/callback?")
+            return client.get("/oauth/callback", query, HTTP_HOST=host)
+
+    return Bluesky

@@ -10,7 +10,7 @@ from bluesky.tids import next_tids
 from django.db import connection
 from django.utils import timezone
 
-from blocking import batches, campaigns, upkeep
+from blocking import batches, campaigns, crypto, network, upkeep
 from blocking.models import ActionRecord, Batch, Campaign, LinkedAccount
 from blocking.tests.test_retries import campaign_with_batch
 
@@ -83,3 +83,43 @@ def test_the_network_pools_can_block_and_end_a_campaign(person, fakesky, reset_r
         cursor.execute("RESET ROLE")
     assert ActionRecord.objects.filter(owner=user).count() == 3
     assert fakesky.state(user.handle)["block_count"] == 3
+
+
+def test_beats_pool_unlinks_a_bluesky_sign_in_and_hands_its_grant_on(
+    person, reset_role, django_capture_on_commit_callbacks
+):
+    """Lifted, then unlinked: the maintenance pool reads the grant only as ciphertext (it
+    has no key) and queues its revocation for a network pool."""
+    user = person()
+    LinkedAccount.objects.filter(user=user).update(
+        oauth_grant_encrypted=crypto.encrypt('{"did": "did:plc:x"}'),
+        lift_all_requested_at=timezone.now(),
+        unlink_requested_at=timezone.now(),
+    )
+    as_pool("maintenance")
+    with (
+        mock.patch.object(batches.revoke_unlinked_grant, "delay") as revoke,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        result = upkeep.release_expired.apply()
+    assert result.state == "SUCCESS", result.result
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+    assert not LinkedAccount.objects.filter(user=user).exists()
+    (encrypted,) = revoke.call_args.args
+    assert crypto.decrypt(encrypted) == '{"did": "did:plc:x"}'
+
+
+def test_the_network_pools_refresh_and_revoke_a_bluesky_grant(bluesky, client, reset_role):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    account = LinkedAccount.objects.get()
+    old = network.grant_of(account)
+    as_pool("network")
+    fresh = network.renewer(account.pk)(old)
+    encrypted = LinkedAccount.objects.values_list("oauth_grant_encrypted", flat=True).get()
+    assert batches.revoke_unlinked_grant.apply(args=[encrypted]).state == "SUCCESS"
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+    assert network.grant_of(LinkedAccount.objects.get()).refresh_token == fresh.refresh_token
+    assert bluesky.fake.oauth_state()["grants_revoked"] == 1

@@ -16,6 +16,7 @@ def test_every_task_is_named_routed_and_time_limited():
         "blocking.release_due_pages",
         "blocking.release_expired",
         "blocking.requeue_stranded",
+        "blocking.revoke_grant",
         "blocking.start_campaign",
         "blocking.undo_batch",
     ]
@@ -32,6 +33,8 @@ def test_queues_are_planned_by_latency():
     assert routes["blocking.act_on_batch"] == "bulk"
     assert routes["blocking.fetch_follower_page"] == "bulk"
     assert routes["blocking.release_expired"] == "maintenance"
+    # The maintenance pool has no credentials key: a network pool revokes an unlinked grant.
+    assert routes["blocking.revoke_grant"] == "interactive"
 
 
 def test_work_that_must_survive_a_crash_is_acknowledged_late():

@@ -62,6 +62,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "core.context_processors.demo_network",
+                "core.context_processors.bluesky_signin",
             ],
         },
     },
@@ -157,6 +158,14 @@ BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
 BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
     "BLUESKY_ALLOW_LOOPBACK_PDS", auto=is_loopback_url(BLUESKY_SERVICE_URL)
 )
+# Sign in with Bluesky (atproto OAuth, blocking.signin): the app's ES256 private key, a PEM
+# base64-encoded onto one line (the play generates it into the deployment's secrets); empty:
+# only app passwords link. Its public half is served at /oauth/jwks.json.
+OAUTH_CLIENT_KEY = env("SHOESTRING_OAUTH_CLIENT_KEY", "")
+# Where did:plc documents are read (handle -> DID -> PDS discovery).
+BLUESKY_PLC_URL = env("BLUESKY_PLC_URL", "https://plc.directory")
+# The AppView the PDS proxies app.bsky.* calls to: the audience of the app's rpc: scopes.
+BLUESKY_APPVIEW_AUDIENCE = env("BLUESKY_APPVIEW_AUDIENCE", "did:web:api.bsky.app#bsky_appview")
 # Bluesky's per-account write budget (points; creating a block record costs 3):
 # what the campaign page's time estimate is computed from.
 BLUESKY_WRITE_POINTS_PER_HOUR = env_int("BLUESKY_WRITE_POINTS_PER_HOUR", 5_000)
@@ -283,6 +292,7 @@ CELERY_TASK_ROUTES = {
     "blocking.fetch_follower_page": {"queue": "bulk"},
     "blocking.act_on_batch": {"queue": "bulk"},
     "blocking.undo_batch": {"queue": "bulk"},
+    "blocking.revoke_grant": {"queue": "interactive"},
     "blocking.release_due_pages": {"queue": "maintenance"},
     "blocking.release_batches": {"queue": "maintenance"},
     "blocking.release_expired": {"queue": "maintenance"},

@@ -16,6 +16,16 @@ for name, pg_name in [
 # A fixed test-only key: tests must be able to read what they encrypted.
 os.environ.setdefault("SHOESTRING_CREDENTIALS_KEY", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=")
 
+# Sign in with Bluesky's client key: made once per test run here, and inherited (through
+# os.environ) by the workers and beat the tests start, as every production process shares one.
+if "SHOESTRING_OAUTH_CLIENT_KEY" not in os.environ:
+    import base64
+
+    from joserfc import jwk
+
+    _key = jwk.ECKey.generate_key("P-256", private=True).as_pem(private=True)
+    os.environ["SHOESTRING_OAUTH_CLIENT_KEY"] = base64.b64encode(_key).decode()
+
 from .base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

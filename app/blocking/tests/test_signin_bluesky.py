@@ -1,0 +1,182 @@
+"""Sign in with Bluesky through the app's own pages, the fake PDS's authorize page and the
+fake authorization server, which fetches the app's client metadata and JWKS from a live
+server: one identity, linking, refusal of someone else's account, unlinking revokes, the
+fresh confirmation by signing in again, and a campaign the workers run on the grant."""
+
+import pytest
+from conftest import wait_until
+from django.contrib.auth import get_user_model
+
+from blocking import crypto, network
+from blocking.models import ActionRecord, Campaign, LinkedAccount
+
+from .conftest import APP_PASSWORD, BLUESKY_PASSWORD
+from .helpers import finished, start
+
+
+def signed_in_user(client):
+    return get_user_model().objects.get(pk=client.session["_auth_user_id"])
+
+
+def test_the_client_metadata_and_jwks_describe_this_site(bluesky, client, live_server):
+    host = live_server.url.split("://", 1)[1]
+    meta = client.get("/oauth/client-metadata.json", HTTP_HOST=host).json()
+    assert meta["client_id"] == f"http://{host}/oauth/client-metadata.json"
+    assert meta["redirect_uris"] == [f"http://{host}/oauth/callback"]
+    assert meta["token_endpoint_auth_method"] == "private_key_jwt"
+    assert meta["dpop_bound_access_tokens"] is True
+    assert "repo:app.bsky.graph.block?action=create&action=delete" in meta["scope"].split()
+    keys = client.get("/oauth/jwks.json", HTTP_HOST=host).json()["keys"]
+    assert [k["kid"] for k in keys] == [network.oauth_client_key().kid]
+    assert "d" not in keys[0]
+
+
+def test_without_a_client_key_there_is_no_sign_in_with_bluesky(client, settings):
+    settings.OAUTH_CLIENT_KEY = ""
+    assert client.get("/oauth/client-metadata.json").status_code == 404
+    assert b"Sign in with Bluesky" not in client.get("/accounts/login/").content
+
+
+def test_signing_in_makes_one_account_with_no_password_and_finds_it_again(bluesky, client):
+    did = bluesky.account("alice.fake.test")
+    response = bluesky.sign_in(client, "alice.fake.test")
+    assert response.status_code == 302
+    assert response["Location"] == "/campaigns/new/"
+    user = signed_in_user(client)
+    assert not user.has_usable_password()
+    account = LinkedAccount.objects.get(user=user)
+    assert account.did == did
+    assert account.handle == "alice.fake.test"
+    assert account.uses_oauth
+    assert account.app_password_encrypted == ""
+    assert BLUESKY_PASSWORD not in crypto.decrypt(account.oauth_grant_encrypted)
+    client.logout()
+    bluesky.sign_in(client, "alice.fake.test")
+    assert signed_in_user(client) == user
+    assert get_user_model().objects.count() == 1
+
+
+def test_a_password_person_links_with_bluesky_and_the_app_password_goes(bluesky, client, person):
+    alice = person("alice")
+    assert alice.account.app_password_encrypted
+    response = bluesky.sign_in(client, "alice.fake.test", password=APP_PASSWORD)
+    assert response.status_code == 302
+    account = LinkedAccount.objects.get(user=alice)
+    assert account.uses_oauth
+    assert account.app_password_encrypted == ""
+    assert account.access_jwt_encrypted == ""
+    assert signed_in_user(client) == alice
+
+
+def test_someone_elses_bluesky_account_cannot_be_linked(bluesky, client, django_user_model):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    owner = signed_in_user(client)
+    mallory = django_user_model.objects.create_user("mallory", password="pw-mallory-1")
+    client.force_login(mallory)
+    revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
+    response = bluesky.sign_in(client, "alice.fake.test")
+    assert response.status_code == 409
+    assert b"linked to another Shoestring account" in response.content
+    assert LinkedAccount.objects.get(user=owner).did == bluesky.fake.did("alice.fake.test")
+    assert not LinkedAccount.objects.filter(user=mallory).exists()
+    # The grant that was made for nothing is ended at once.
+    assert bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
+
+
+def test_a_denied_approval_changes_nothing(bluesky, client):
+    bluesky.account("alice.fake.test")
+    response = bluesky.sign_in(client, "alice.fake.test", decision="deny")
+    assert response.status_code == 400
+    assert b"did not approve" in response.content
+    assert not LinkedAccount.objects.exists()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_callback_nobody_started_here_is_refused(bluesky, client):
+    response = client.get("/oauth/callback", {"state": "made-up", "code": "x", "iss": "y"})
+    assert response.status_code == 400
+    assert b"not started in this browser" in response.content
+
+
+def test_an_unknown_handle_is_said_plainly(bluesky, client):
+    response = bluesky.start(client, "nobody.example.org")
+    assert response.status_code == 404
+    assert b"knows no account" in response.content
+
+
+def test_unlinking_revokes_the_grant(bluesky, client):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    grant = network.grant_of(LinkedAccount.objects.get())
+    revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
+    response = client.post("/link/remove/", {"lift": "no"})
+    assert response.status_code == 302
+    assert not LinkedAccount.objects.exists()
+    assert bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
+    with network.oauth_client(grant.client_id) as oauth, pytest.raises(network.GrantRevoked):
+        oauth.refresh(grant)
+
+
+def test_two_refreshes_of_one_grant_spend_its_refresh_token_once(bluesky, client):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    account = LinkedAccount.objects.get()
+    old = network.grant_of(account)
+    renew = network.renewer(account.pk)
+    first = renew(old)
+    # A second worker held the same old grant: it takes the stored one, spends nothing.
+    second = renew(old)
+    assert first.refresh_token != old.refresh_token
+    assert second.refresh_token == first.refresh_token
+    assert bluesky.fake.oauth_state()["refreshes"] == 1
+    assert network.grant_of(LinkedAccount.objects.get()).refresh_token == first.refresh_token
+
+
+def test_a_stale_sign_in_is_confirmed_by_signing_in_with_bluesky_again(bluesky, client, settings):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    settings.FRESH_SIGN_IN_S = 0
+    page = client.post("/blocks/undo-all/", HTTP_REFERER="http://testserver/blocks/")
+    assert page.status_code == 200
+    assert b'id="confirm-bluesky"' in page.content
+    assert b"confirm_password" not in page.content  # there is no password to type
+    LinkedAccount.objects.update(lift_all_requested_at=None)
+    settings.FRESH_SIGN_IN_S = 300
+    back = bluesky.sign_in(client, "alice.fake.test", next_url="/blocks/")
+    assert back["Location"] == "/blocks/"
+    assert client.post("/blocks/undo-all/").status_code == 302
+    assert LinkedAccount.objects.get().lift_all_requested_at is not None
+
+
+@pytest.mark.slow
+def test_the_workers_block_with_the_grant_and_refresh_it(bluesky, client, celery_worker):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    grant = network.grant_of(LinkedAccount.objects.get())
+    bluesky.fake.oauth(expire_access_tokens=True)
+    campaign = start(client, "crowd-120.fake.test")
+    finished(campaign, timeout=60)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DONE
+    assert bluesky.fake.state("alice.fake.test")["block_count"] == 120
+    assert ActionRecord.objects.count() == 120
+    # The expired token was refreshed by a worker and the new one stored.
+    assert bluesky.fake.oauth_state()["refreshes"] >= 1
+    stored = network.grant_of(LinkedAccount.objects.get())
+    assert stored.refresh_token != grant.refresh_token
+
+    # Unlinking with lifting: the workers lift every block, then the maintenance pool
+    # unlinks and hands the grant to a network pool, which revokes it at the PDS.
+    revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
+    assert client.post("/link/remove/", {"lift": "yes"}).status_code == 302
+    wait_until(
+        lambda: (
+            not LinkedAccount.objects.exists()
+            and bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
+        ),
+        60,
+        interval=0.5,
+        message="the blocks lifted, the account unlinked and its grant revoked",
+    )
+    assert bluesky.fake.state("alice.fake.test")["block_count"] == 0
