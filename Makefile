@@ -33,11 +33,12 @@ demo: deps image
 	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
 	SHOESTRING_HTTPS_PORT=$(HTTPS_PORT) inventory/local/container.sh up
 	ansible-playbook -i inventory/local site.yml \
-	  -e '{"shoestring_demo_network": $(if $(filter fake,$(NETWORK)),true,false)}'
+	  -e '{"shoestring_demo_network": $(if $(filter fake,$(NETWORK)),true,false)}' \
+	  -e shoestring_demo_public_origin=https://127.0.0.1:$(HTTPS_PORT)
 	@curl -sfk -o /dev/null https://127.0.0.1:$(HTTPS_PORT)/healthz \
 	  && echo "Shoestring answers at https://127.0.0.1:$(HTTPS_PORT)/ (self-signed certificate)"
 	@if [ "$(NETWORK)" = fake ]; then \
-	  echo "Demo network: a fake Bluesky inside the container; sign up, link the demo account the banner names, block @crowd-3000.fake.test"; \
+	  echo "Demo network: a fake Bluesky inside the container; sign in with Bluesky as the demo account the banner names, block @crowd-3000.fake.test"; \
 	else echo "Real network: sign up, then link your Bluesky handle and an app password"; fi
 
 demo-down:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,17 @@ def inventory(tmp_path):
     inventory_dir = tmp_path / "inventory" / "preflight"
     inventory_dir.mkdir(parents=True)
     (inventory_dir / "hosts.json").write_text(json.dumps({"all": {"children": groups}}))
+    # A deployment that ran before: its OAuth client key made (playbooks/secrets.yml makes
+    # it the first time, a change on the controller that these runs need not repeat).
+    secrets = tmp_path / "inventory" / "credentials" / "preflight"
+    secrets.mkdir(parents=True, mode=0o700)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (secrets / "oauth_client_key.pem").write_bytes(key)
+    (secrets / "oauth_client_key.pem").chmod(0o600)
     return inventory_dir
 
 
@@ -238,6 +251,21 @@ BAD_SETTINGS = [
             "read only when guard_cloudwatch_instance_id is set",
         ],
         id="guard-gp3-with-a-volume-id-but-no-instance-id",
+    ),
+    pytest.param(
+        {"app_oauth_client_key": "not a key"},
+        ["app_oauth_client_key empty or a PEM private"],
+        id="oauth-client-key-not-a-pem",
+    ),
+    pytest.param(
+        {"app_bluesky_appview_audience": "did:web:api.bsky.app"},
+        ["app_bluesky_appview_audience a DID with a #service", "got did:web:api.bsky.app"],
+        id="appview-audience-without-its-service",
+    ),
+    pytest.param(
+        {"nginx_fakesky_port": 80},
+        ["nginx_fakesky_port 0 or 1024-65535 (got 80)"],
+        id="fake-authorize-page-on-a-privileged-port",
     ),
     pytest.param(
         {"monitoring_scrape_interval_s": 300},

@@ -45,6 +45,10 @@ POST_LIKES, POST_QUOTES = 2000, 200
 # New likes of it while the campaign watches, blocked within two of the host's polls
 # (workers_watch_poll_s: 15 s in molecule.yml, 300 s as shipped, e.g. `make demo`).
 LIKES_PER_MINUTE = 30
+# The second person signs in with Bluesky as their own account on the demo network (the
+# first person linked the demo account with its app password, and signing in with Bluesky
+# as that account would find the first person's Shoestring account, as it should).
+BSKY_HANDLE, BSKY_PASSWORD = "journey-bsky.fake.test", "journey-bsky-password"
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
@@ -97,7 +101,7 @@ def screenshots():
 
 
 @pytest.fixture(scope="module")
-def demo_network(host):
+def demo_network(host, base_url):
     """The demo account as it was seeded, holding no blocks (a rerun starts clean), and
     the fake's write budget the one the app's estimate uses."""
     assert host.service("fakesky.service").is_running, "the demo network's fake is not running"
@@ -110,6 +114,10 @@ def demo_network(host):
 
     fake("/_fake/reset", {})
     fake("/_fake/accounts", {"handle": handle, "password": password})
+    fake("/_fake/accounts", {"handle": BSKY_HANDLE, "password": BSKY_PASSWORD})
+    # The fake's authorize page as this browser reaches it: nginx serves it on the demo at
+    # /_fakesky/oauth/authorize, on the port Docker picked for this container.
+    fake("/_fake/oauth", {"authorize_url": f"{base_url}/_fakesky/oauth/authorize"})
     # The budget the app's time estimate assumes (molecule.yml lifts it for both).
     budget = {
         "write_points_per_hour": int(env["BLUESKY_WRITE_POINTS_PER_HOUR"]),
@@ -122,8 +130,9 @@ def demo_network(host):
     # tests that follow.
     manage_shell(
         host,
-        "from django.contrib.auth import get_user_model;"
-        " print(get_user_model().objects.filter(username__startswith='journey').delete())",
+        "from django.contrib.auth import get_user_model; from django.db.models import Q;"
+        " print(get_user_model().objects.filter(Q(username__startswith='journey')"
+        f" | Q(linked_account__handle={BSKY_HANDLE!r})).delete())",
     )
 
 
@@ -361,6 +370,27 @@ def sign_up(journey, username, password):
     journey.wait_for(lambda: "/link/" in journey.driver.current_url, 20, "signed up")
 
 
+def approve_at_the_fake(journey, password, name):
+    """On the fake PDS's authorize page (as on a real one): the password, then Approve."""
+    journey.wait_for(lambda: "/_fakesky/oauth/authorize" in journey.driver.current_url, 30, name)
+    box = journey.find("#password")
+    box.clear()
+    box.send_keys(password)
+    journey.shot(name)
+    page = journey.find("html")
+    journey.find("#approve").click()
+    journey.Wait(journey.driver, 30).until(lambda _: is_stale(page))
+
+
+def sign_in_with_bluesky(journey, handle, password):
+    journey.open("/accounts/login/")
+    journey.fill("Your Bluesky handle", handle)
+    page = journey.find("html")
+    journey.find("#bsky-signin").click()
+    journey.Wait(journey.driver, 30).until(lambda _: is_stale(page))
+    approve_at_the_fake(journey, password, "bluesky-authorize")
+
+
 def sign_out(journey):
     journey.driver.find_element(
         journey.By.XPATH, "//header//button[starts-with(normalize-space(), 'Sign out')]"
@@ -513,8 +543,12 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     assert "Sign in" in journey.find("header").text
     journey.shot("signed-out")
 
-    # Another person cannot see the first person's campaign.
-    sign_up(journey, username + "b", password)
+    # Another person signs in with Bluesky (their server asks for the password and the
+    # approval; Shoestring never sees the password) and cannot see the first one's campaign.
+    sign_in_with_bluesky(journey, BSKY_HANDLE, BSKY_PASSWORD)
+    journey.wait_for(lambda: "/campaigns/new/" in journey.driver.current_url, 30, "signed in")
+    assert f"Signed in with Bluesky as @{BSKY_HANDLE}." in journey.text()
+    journey.shot("signed-in-with-bluesky")
     journey.driver.get(campaign_url)
     assert "Not found" in journey.driver.title
     assert "belongs to someone else" in journey.text()
@@ -524,10 +558,8 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     # The second person stops a pile-on where it started: the post the banner names,
     # previewed, then everyone who liked or quoted it blocked for a week.
     journey.open("/link/")
-    journey.fill("Bluesky handle", handle)
-    journey.fill("App password", demo_credentials(journey)[1])
-    journey.press("Link")
-    journey.wait_for(lambda: "/campaigns/new/" in journey.driver.current_url, 30, "linked")
+    assert "(signed in with Bluesky: no password is stored)" in journey.text()
+    journey.open("/campaigns/new/")
     post_link = journey.find("aside.demo code.demo-post").text
     # A friend who liked the post is put on the never-block list first.
     friend = f"l5.{post_link.rsplit('/', 1)[1]}.{post_link.split('/')[4]}"
@@ -570,7 +602,7 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     assert journey.find("#found_by").text == f"{POST_LIKES:,} likes, {POST_QUOTES:,} quotes"
     assert journey.find("#skipped").text == "1 (1 on your never-block list)"
     journey.shot("post-campaign-watching")
-    assert fake_state(host, handle)["duplicates"] == 0
+    assert fake_state(host, BSKY_HANDLE)["duplicates"] == 0
 
     # The pile-on grows: new likes arrive while the page is open, and are blocked.
     post_uri = f"at://{post_link.split('/')[4]}/app.bsky.feed.post/{post_link.rsplit('/', 1)[1]}"
@@ -595,9 +627,29 @@ def test_a_person_does_the_whole_journey_in_a_browser(
     )
     journey.shot("post-campaign-newcomers")
     first_newcomer = f"nl0.{post_link.rsplit('/', 1)[1]}.{post_link.split('/')[4]}"
-    state = fake_state(host, handle)
+    state = fake_state(host, BSKY_HANDLE)
     assert resolve(host, first_newcomer) in state["blocked"]
     assert state["duplicates"] == 0
+
+    # Unblock everybody, an hour after signing in: with no Shoestring password to type,
+    # the page asks to sign in with Bluesky again, then to press the button once more.
+    age_sign_in(host, journey)
+    journey.open("/blocks/")
+    journey.press("Unblock everybody", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Confirm it is you" in journey.text(), 20, "asked to sign in again")
+    assert journey.finds("#confirm-bluesky")
+    assert not journey.finds("#id_confirm_password")
+    journey.shot("confirm-with-bluesky")
+    page = journey.find("html")
+    journey.find("#bsky-signin").click()
+    journey.Wait(journey.driver, 30).until(lambda _: is_stale(page))
+    approve_at_the_fake(journey, BSKY_PASSWORD, "bluesky-authorize-again")
+    journey.wait_for(lambda: "/blocks/" in journey.driver.current_url, 30, "back at the blocks")
+    journey.press("Unblock everybody", navigates=False)
+    journey.Wait(journey.driver, 10).until(lambda d: d.switch_to.alert).accept()
+    journey.wait_for(lambda: "Undoing " in journey.text(), 20, "undo all after signing in again")
+    journey.shot("undo-all-with-bluesky")
     journey.open("/")
     sign_out(journey)
 

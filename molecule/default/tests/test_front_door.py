@@ -11,6 +11,7 @@ journey's is never locked.
 import base64
 import hashlib
 import hmac
+import json
 import re
 import struct
 import time
@@ -20,7 +21,7 @@ from shoestring_host import manage_shell
 
 GUESSES = 25
 APP_LOCKED = "Sign-in paused"
-NGINX_LIMITED = "Too many password forms"
+NGINX_LIMITED = "Too many sign-in forms"
 
 
 class Client:
@@ -172,3 +173,34 @@ def test_the_admin_asks_staff_for_their_authenticators_code(host):
             "from django.contrib.auth import get_user_model;"
             f" get_user_model().objects.filter(username={name!r}).delete(); print('ok')",
         )
+
+
+def test_sign_in_with_bluesky_publishes_the_clients_metadata_and_public_key(host):
+    """What an authorization server fetches, through nginx: the metadata whose URL is the
+    client_id, and a JWKS holding the public half of the key in the app's settings only."""
+    client = Client(host, "127.0.0.1", "oauth")
+    status, body = client.request("/oauth/client-metadata.json")
+    assert status == 200, body
+    meta = json.loads(body)
+    assert meta["client_id"] == "https://localhost/oauth/client-metadata.json"
+    assert meta["redirect_uris"] == ["https://localhost/oauth/callback"]
+    assert meta["jwks_uri"] == "https://localhost/oauth/jwks.json"
+    assert meta["token_endpoint_auth_method"] == "private_key_jwt"
+    status, body = client.request("/oauth/jwks.json")
+    assert status == 200, body
+    (key,) = json.loads(body)["keys"]
+    assert "d" not in key
+    # The same key the web app and the network pools were given, and no other.
+    env = host.file("/etc/shoestring/shoestring.env").content_string
+    encoded = re.search(r'^SHOESTRING_OAUTH_CLIENT_KEY="?([A-Za-z0-9+/=]+)', env, re.M)[1]
+    public = host.run(
+        "echo %s | base64 -d | openssl ec -pubout -outform DER 2>/dev/null | base64 -w0", encoded
+    )
+    assert public.rc == 0, public.stderr
+    der = base64.b64decode(public.stdout)
+    # A P-256 SubjectPublicKeyInfo ends with 0x04 || X || Y (32 bytes each).
+    x, y = der[-64:-32], der[-32:]
+    assert base64.urlsafe_b64encode(x).rstrip(b"=").decode() == key["x"]
+    assert base64.urlsafe_b64encode(y).rstrip(b"=").decode() == key["y"]
+    bulk = host.file("/etc/shoestring/worker-bulk.env").content_string
+    assert f"SHOESTRING_OAUTH_CLIENT_KEY={encoded}" in bulk.replace('"', "")
