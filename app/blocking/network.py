@@ -14,7 +14,7 @@ from bluesky.oauth import DpopAuth, Grant, GrantRevoked, OAuthClient, OAuthError
 from bluesky.provider import Session
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connection, transaction
 from joserfc import jwk
 
 from . import crypto
@@ -131,8 +131,12 @@ def renewer(account_pk):
 
     def renew(grant: Grant) -> Grant:
         with transaction.atomic():
-            row = LinkedAccount.objects.select_for_update().get(pk=account_pk)
-            if not row.oauth_grant_encrypted:
+            with connection.cursor() as cursor:
+                # A rotated refresh token lost in a crash would end the grant at its next
+                # use (the server's default is synchronous_commit = off).
+                cursor.execute("SET LOCAL synchronous_commit = on")
+            row = LinkedAccount.objects.select_for_update().filter(pk=account_pk).first()
+            if row is None or not row.oauth_grant_encrypted:
                 raise GrantRevoked("the account was unlinked")
             stored = grant_of(row)
             if stored.refresh_token != grant.refresh_token:

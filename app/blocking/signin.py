@@ -12,6 +12,7 @@ The client_id is this site's own /oauth/client-metadata.json under the name the 
 agree with what the authorization server fetches.
 """
 
+import ipaddress
 import logging
 
 from bluesky.errors import NotFound, ProviderError
@@ -19,7 +20,8 @@ from bluesky.oauth import FALLBACK_SCOPE, GrantRevoked, OAuthError, granular_sco
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
-from django.db import IntegrityError, transaction
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
+from django.db import IntegrityError, connection, transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -27,7 +29,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from core.signin import mark_fresh
+from core.signin import SIGNED_IN_AT, is_fresh, mark_fresh
 
 from . import buckets, crypto, network
 from .models import LinkedAccount
@@ -102,16 +104,35 @@ def _failed(request, text, status=400):
     return render(request, "blocking/signin_failed.html", {"reason": text}, status=status)
 
 
+def _addressed_by_ip(request):
+    host = request.get_host().rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    return True
+
+
 @require_POST
 def start(request):
-    """Sign in (or link, or confirm it is you) with Bluesky: to the person's PDS."""
+    """Sign in (or link, or confirm it is you) with Bluesky: to the person's PDS. Someone
+    signed in already is asked for their Bluesky password again (prompt=login), whatever
+    session their browser holds there: that is what makes it a fresh confirmation."""
     _require_oauth()
     handle = request.POST.get("handle", "").strip()
     if not handle:
         return _failed(request, "Type your Bluesky handle (like alice.bsky.social) first.")
+    if _addressed_by_ip(request) and not settings.BLUESKY_ALLOW_LOOPBACK_PDS:
+        # Bluesky refuses a client_id on an address (oauth-client-id-discoverable.ts).
+        return _failed(
+            request,
+            "Sign in with Bluesky works at this site's domain name only, not at an address:"
+            " open it by its name, or link with an app password.",
+        )
+    prompt = "login" if request.user.is_authenticated else ""
     try:
         with network.oauth_client(client_id(request), _redirect_uri(request)) as client:
-            url, pending = client.start(handle, scope())
+            url, pending = client.start(handle, scope(), prompt=prompt)
     except NotFound:
         return _failed(request, f"Bluesky knows no account @{handle.lstrip('@')}.", status=404)
     except (OAuthError, GrantRevoked) as error:
@@ -126,7 +147,9 @@ def start(request):
     kept = dict(list(kept.items())[-(MAX_PENDING - 1) :]) if kept else {}
     kept[pending["state"]] = pending
     request.session[PENDING] = kept
-    return redirect(url)
+    # A page that moves on by itself rather than a redirect: a form's redirect to another
+    # origin would need the CSP's form-action to allow every server a person may use.
+    return render(request, "blocking/signin_redirect.html", {"url": url})
 
 
 def _username_for(did):
@@ -165,7 +188,7 @@ def callback(request):
             request, "Bluesky did not answer. Nothing was changed; start again.", status=503
         )
     try:
-        user, replaced = _link(request, grant)
+        user, replaced = _link(request, grant, fresh=pending.get("prompt") == "login")
     except PermissionError as error:
         network.revoke_grant(grant.to_json())
         return _failed(request, str(error), status=409)
@@ -173,8 +196,11 @@ def callback(request):
         network.revoke_grant(old)
     if not request.user.is_authenticated or request.user.pk != user.pk:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    else:
-        mark_fresh(request)  # the same person signed in again at their PDS
+        # A sign-in the browser's session at the PDS may have approved by itself is not
+        # a fresh confirmation: lifting protection asks again, with prompt=login.
+        request.session.pop(SIGNED_IN_AT, None)
+    elif pending.get("prompt") == "login":
+        mark_fresh(request)  # the same person typed their Bluesky password again
     buckets.bucket_for(user)
     messages.success(request, f"Signed in with Bluesky as @{grant.handle}.")
     if not grant.granular:
@@ -187,12 +213,16 @@ def callback(request):
     return redirect(pending.get("next") or "campaign_new")
 
 
-def _link(request, grant):
+def _link(request, grant, fresh):
     """The Shoestring user this grant signs in, with the grant stored on their link; and the
-    grants it replaced (to revoke). PermissionError if the Bluesky account is someone else's."""
-    User = get_user_model()
+    grants it replaced (to revoke). PermissionError if the Bluesky account is someone else's,
+    if a signed-in person would swap their link for another Bluesky account without a fresh
+    confirmation (fresh: they typed their Bluesky password just now), or for staff."""
     replaced = []
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            # The rotated tokens must survive a crash (the server's default is off).
+            cursor.execute("SET LOCAL synchronous_commit = on")
         linked = LinkedAccount.objects.select_for_update().filter(did=grant.did).first()
         if request.user.is_authenticated:
             user = request.user
@@ -202,15 +232,21 @@ def _link(request, grant):
                     " sign in with Bluesky to use that one. Nothing was changed."
                 )
             account = LinkedAccount.objects.select_for_update().filter(user=user).first()
+            if account and account.did != grant.did and not (fresh or is_fresh(request)):
+                raise PermissionError(
+                    f"Your campaigns act for @{account.handle}: to link @{grant.handle}"
+                    " instead, sign in again first. Nothing was changed."
+                )
+            relink = True
         elif linked:
-            user, account = linked.user, linked
+            user, account, relink = linked.user, linked, False
         else:
-            try:
-                with transaction.atomic():
-                    user = User.objects.create_user(username=_username_for(grant.did))
-            except IntegrityError:
-                raise PermissionError("Two sign-ins at once: start again.") from None
-            account = None
+            user, account, relink = _user_for_new_sign_in(grant.did), None, True
+        if user.is_staff:
+            raise PermissionError(
+                "Staff sign in with their Shoestring password and authenticator code."
+                " Nothing was changed."
+            )
         account = account or LinkedAccount(user=user)
         if account.oauth_grant_encrypted:
             replaced.append(crypto.decrypt(account.oauth_grant_encrypted))
@@ -219,7 +255,29 @@ def _link(request, grant):
         # An OAuth link keeps no password, nor an app password's session.
         account.app_password_encrypted = ""
         account.access_jwt_encrypted = account.refresh_jwt_encrypted = ""
+        # The new grant is what a disabled account was waiting for.
         account.api_enabled, account.disabled_reason = True, ""
-        account.unlink_requested_at = None
+        if relink:
+            # Linking anew ends an unlink in progress; only signing in does not.
+            account.unlink_requested_at = None
         account.save()
     return user, replaced
+
+
+def _user_for_new_sign_in(did):
+    """A new Shoestring user for this DID, or the one it had before an unlink (no password,
+    no link), so that their campaigns and held blocks are theirs again."""
+    User = get_user_model()
+    base = did.replace(":", "_")[:140]
+    earlier = (
+        User.objects.filter(username=base, linked_account__isnull=True)
+        .filter(password__startswith=UNUSABLE_PASSWORD_PREFIX)
+        .first()
+    )
+    if earlier is not None:
+        return earlier
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=_username_for(did))
+    except IntegrityError:
+        raise PermissionError("Two sign-ins at once: start again.") from None

@@ -167,7 +167,8 @@ def _lifted(account):
             .values_list("oauth_grant_encrypted", flat=True)
             .first()
         )
-        LinkedAccount.objects.filter(pk=account.pk).delete()
+        # Only if the unlink still stands (a sign-in may have ended it meanwhile).
+        LinkedAccount.objects.filter(pk=account.pk, unlink_requested_at__isnull=False).delete()
         if grant:
             transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
     else:

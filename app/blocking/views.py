@@ -14,10 +14,11 @@ from django.views.decorators.http import require_GET, require_POST
 from core.signin import fresh_sign_in
 
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
+from .batches import revoke_unlinked_grant
 from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm, TrustedForm
 from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope, SkipReason, Trusted
-from .network import client_for, new_client, revoke_grant
+from .network import client_for, new_client
 
 
 def signup(request):
@@ -55,7 +56,12 @@ def link(request):
             account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
             account.api_enabled, account.disabled_reason = True, ""
             account.unlink_requested_at = None
+            # An app password replaces a sign-in with Bluesky: its grant is ended.
+            grant = account.oauth_grant_encrypted
+            account.oauth_grant_encrypted = ""
             account.save()
+            if grant:
+                transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
             messages.success(request, f"Linked @{account.handle}.")
             return redirect("campaign_new")
     held = ActionRecord.objects.filter(owner=request.user).count() if account else 0
@@ -99,13 +105,21 @@ def unlink(request):
             " as soon as they are all lifted.",
         )
         return redirect("link")
-    grant = crypto.decrypt(account.oauth_grant_encrypted) if account.uses_oauth else ""
-    account.delete()
-    if grant:
-        revoke_grant(grant)
+    with transaction.atomic():
+        # The grant as stored now (a worker may have just rotated its tokens), revoked by
+        # a network pool once the link is gone.
+        grant = (
+            LinkedAccount.objects.select_for_update()
+            .filter(pk=account.pk)
+            .values_list("oauth_grant_encrypted", flat=True)
+            .first()
+        )
+        account.delete()
+        if grant:
+            transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
     stay = f" The {held:,} blocks and mutes made here stay in place on Bluesky." if held else ""
     gone = (
-        "Shoestring's access is revoked at your Bluesky server"
+        "Shoestring's access is being revoked at your Bluesky server"
         if grant
         else "your app password and session tokens are deleted"
     )

@@ -18,18 +18,19 @@ encrypted at rest by the caller.
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from joserfc import jwk, jwt
 
-from .errors import CredentialsRevoked, ProviderError, ServerError
+from .errors import CredentialsRevoked, NotFound, ProviderError, ServerError
 
 # What the app asks for, the narrowest the granular scopes allow (the reference's
 # packages/oauth/oauth-scopes): create and delete its own block records, and call the
@@ -78,6 +79,13 @@ class GrantRevoked(CredentialsRevoked):
         " sign in with Bluesky again to go on."
     )
     link_message = reason
+
+
+def _expires_at(token_response: dict) -> float | None:
+    try:
+        return time.time() + float(token_response["expires_in"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _b64url_sha256(text: str) -> str:
@@ -150,10 +158,11 @@ class Grant:
     revocation_endpoint: str
     client_id: str
     scope: str
-    access_token: str
-    refresh_token: str
-    expires_at: float
-    dpop_key: dict
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    # None: the server named no lifetime (the token is used until it is refused).
+    expires_at: float | None
+    dpop_key: dict = field(repr=False)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -242,9 +251,17 @@ class OAuthClient:
         pds = pds_from_did_doc(document)
         if not pds:
             raise OAuthError(f"{did}: the DID document names no PDS")
-        return Identity(
-            did=did, handle=claimed[0] if claimed else did, pds_url=self._check_url(pds)
-        )
+        if not actor.startswith("did:"):
+            handle = actor
+        else:
+            # A handle the document claims counts once it resolves back to this DID.
+            handle = did
+            for claim in claimed[:1]:
+                try:
+                    handle = claim if self._resolve_handle(claim) == did else did
+                except (ProviderError, NotFound):
+                    handle = did
+        return Identity(did=did, handle=handle, pds_url=self._check_url(pds))
 
     def _get_json(self, url: str) -> dict:
         try:
@@ -291,6 +308,10 @@ class OAuthClient:
             raise OAuthError(f"{issuer}: not an atproto authorization server (lacks {missing})")
         for name in ("token_endpoint", "pushed_authorization_request_endpoint"):
             self._check_url(meta[name])
+        if meta.get("revocation_endpoint"):
+            self._check_url(meta["revocation_endpoint"])
+        if not str(meta["authorization_endpoint"]).startswith(("https://", "http://")):
+            raise OAuthError(f"{issuer}: its authorization endpoint is not a web address")
         return meta
 
     # -- requests to the authorization server -----------------------------
@@ -308,7 +329,9 @@ class OAuthClient:
 
     def _post(self, url: str, form: dict, key: jwk.ECKey, issuer: str) -> httpx.Response:
         """POST a form to the authorization server as this client, with a DPoP proof; once
-        more with the server's nonce when it asks for one (each try a new assertion)."""
+        more with the server's nonce when it asks for one (each try a new assertion). The
+        URL is checked every time: a name may resolve elsewhere months after sign-in."""
+        self._check_url(url)
         for attempt in (1, 2):
             body = {
                 **form,
@@ -329,12 +352,13 @@ class OAuthClient:
             return response
         return response
 
-    def start(self, handle_or_did: str, scope: str) -> tuple[str, dict]:
+    def start(self, handle_or_did: str, scope: str, prompt: str = "") -> tuple[str, dict]:
         """Push the authorization request; return the URL to send the browser to and what
         the callback needs (JSON-safe, kept in the person's session until then).
 
         A PDS that refuses the granular scopes is asked again for transition:generic; the
-        pending request's "scope" says which was asked."""
+        pending request's "scope" says which was asked. prompt="login" makes the server ask
+        for the password even if the browser is signed in there (a fresh confirmation)."""
         who = self.identity(handle_or_did)
         meta = self.authorization_server(who.pds_url)
         key = jwk.ECKey.generate_key("P-256", private=True)
@@ -351,13 +375,18 @@ class OAuthClient:
                 "code_challenge_method": "S256",
                 "login_hint": who.handle if who.handle != who.did else who.did,
             }
+            if prompt:
+                form["prompt"] = prompt
             response = self._post(par, form, key, meta["issuer"])
             if response.status_code == 400 and _error_code(response) == "invalid_scope":
                 continue
             break
         if response.status_code not in (200, 201):
             raise OAuthError(f"{par}: {_error_text(response)}")
-        request_uri = response.json().get("request_uri")
+        try:
+            request_uri = response.json().get("request_uri")
+        except (ValueError, AttributeError):
+            request_uri = None
         if not isinstance(request_uri, str) or not request_uri:
             raise OAuthError(f"{par}: no request_uri in the answer")
         query = urlencode({"client_id": self.client_id, "request_uri": request_uri})
@@ -373,6 +402,7 @@ class OAuthClient:
             "pds_url": who.pds_url,
             "scope": asked,
             "redirect_uri": self.redirect_uri,
+            "prompt": prompt,
         }
         return f"{meta['authorization_endpoint']}?{query}", pending
 
@@ -393,9 +423,7 @@ class OAuthClient:
         }
         key = jwk.ECKey.import_key(pending["dpop_key"])
         data = self._token(pending["token_endpoint"], form, key, pending["issuer"])
-        if data.get("sub") != pending["did"]:
-            raise OAuthError(f"signed in as {data.get('sub')}, not {pending['did']}")
-        return Grant(
+        grant = Grant(
             did=pending["did"],
             handle=pending["handle"],
             pds_url=pending["pds_url"],
@@ -406,9 +434,22 @@ class OAuthClient:
             scope=data["scope"],
             access_token=data["access_token"],
             refresh_token=data.get("refresh_token", ""),
-            expires_at=time.time() + float(data.get("expires_in") or 0),
+            expires_at=_expires_at(data),
             dpop_key=pending["dpop_key"],
         )
+        # As the reference client does: tokens for another account, or without what the
+        # app asked for, are revoked at once rather than kept.
+        granted = set(grant.scope.split())
+        if data.get("sub") != pending["did"]:
+            problem = f"signed in as {data.get('sub')}, not {pending['did']}"
+        elif "transition:generic" not in granted and not set(pending["scope"].split()) <= granted:
+            missing = sorted(set(pending["scope"].split()) - granted)
+            problem = f"the server granted less than Shoestring needs (not {', '.join(missing)})"
+        else:
+            return grant
+        with contextlib.suppress(ProviderError):
+            self.revoke(grant)
+        raise OAuthError(problem)
 
     def _token(self, url: str, form: dict, key: jwk.ECKey, issuer: str) -> dict:
         response = self._post(url, form, key, issuer)
@@ -416,7 +457,12 @@ class OAuthClient:
             raise GrantRevoked(f"{url}: {_error_text(response)}")
         if response.status_code != 200:
             raise OAuthError(f"{url}: {_error_text(response)}")
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError as error:
+            raise OAuthError(f"{url}: the answer is not JSON") from error
+        if not isinstance(data, dict):
+            raise OAuthError(f"{url}: the answer is not a JSON object")
         if str(data.get("token_type", "")).lower() != "dpop":
             raise OAuthError(f"{url}: the token is not DPoP-bound ({data.get('token_type')})")
         if "atproto" not in str(data.get("scope", "")).split() or not data.get("access_token"):
@@ -437,7 +483,7 @@ class OAuthClient:
                 "scope": data["scope"],
                 "access_token": data["access_token"],
                 "refresh_token": data.get("refresh_token", ""),
-                "expires_at": time.time() + float(data.get("expires_in") or 0),
+                "expires_at": _expires_at(data),
             }
         )
 
@@ -446,13 +492,10 @@ class OAuthClient:
         ends its access tokens too). Unknown tokens are not an error."""
         if not grant.revocation_endpoint:
             return
-        for token in (grant.refresh_token, grant.access_token):
-            if token:
-                response = self._post(
-                    grant.revocation_endpoint, {"token": token}, grant.key, grant.issuer
-                )
-                if response.status_code != 200:
-                    raise OAuthError(f"revocation: {_error_text(response)}")
+        token = grant.refresh_token or grant.access_token
+        response = self._post(grant.revocation_endpoint, {"token": token}, grant.key, grant.issuer)
+        if response.status_code != 200:
+            raise OAuthError(f"revocation: {_error_text(response)}")
 
 
 class DpopAuth:
@@ -470,7 +513,8 @@ class DpopAuth:
         self._key = self.grant.key
 
     def headers(self, method: str, url: str) -> dict:
-        if self.grant.expires_at - EXPIRY_MARGIN_S < time.time():
+        expires_at = self.grant.expires_at
+        if expires_at is not None and expires_at - EXPIRY_MARGIN_S < time.time():
             self.renew()
         token = self.grant.access_token
         return {

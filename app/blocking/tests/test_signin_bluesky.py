@@ -3,15 +3,35 @@ fake authorization server, which fetches the app's client metadata and JWKS from
 server: one identity, linking, refusal of someone else's account, unlinking revokes, the
 fresh confirmation by signing in again, and a campaign the workers run on the grant."""
 
+import contextlib
+import time
+from unittest import mock
+
 import pytest
 from conftest import wait_until
 from django.contrib.auth import get_user_model
 
-from blocking import crypto, network
+from blocking import batches, crypto, network, signin
 from blocking.models import ActionRecord, Campaign, LinkedAccount
+from core.signin import SIGNED_IN_AT
 
 from .conftest import APP_PASSWORD, BLUESKY_PASSWORD
 from .helpers import finished, start
+
+
+def fresh(client):
+    """The sign-in counts as fresh, as after typing a password."""
+    session = client.session
+    session[SIGNED_IN_AT] = time.time()
+    session.save()
+
+
+@contextlib.contextmanager
+def revoking_here():
+    """The revocation task runs in this process when it is sent."""
+    task = batches.revoke_unlinked_grant
+    with mock.patch.object(task, "delay", side_effect=lambda grant: task.apply(args=[grant])):
+        yield
 
 
 def signed_in_user(client):
@@ -105,12 +125,14 @@ def test_an_unknown_handle_is_said_plainly(bluesky, client):
     assert b"knows no account" in response.content
 
 
-def test_unlinking_revokes_the_grant(bluesky, client):
+def test_unlinking_revokes_the_grant(bluesky, client, django_capture_on_commit_callbacks):
     bluesky.account("alice.fake.test")
     bluesky.sign_in(client, "alice.fake.test")
+    fresh(client)
     grant = network.grant_of(LinkedAccount.objects.get())
     revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
-    response = client.post("/link/remove/", {"lift": "no"})
+    with revoking_here(), django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/link/remove/", {"lift": "no"})
     assert response.status_code == 302
     assert not LinkedAccount.objects.exists()
     assert bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
@@ -133,20 +155,79 @@ def test_two_refreshes_of_one_grant_spend_its_refresh_token_once(bluesky, client
     assert network.grant_of(LinkedAccount.objects.get()).refresh_token == first.refresh_token
 
 
-def test_a_stale_sign_in_is_confirmed_by_signing_in_with_bluesky_again(bluesky, client, settings):
+def test_a_bluesky_sign_in_is_confirmed_with_the_bluesky_password_before_lifting(bluesky, client):
+    """Signing in with Bluesky may pass on the browser's session at the PDS: lifting asks
+    again, and that sign-in asks the PDS for the password (prompt=login)."""
     bluesky.account("alice.fake.test")
     bluesky.sign_in(client, "alice.fake.test")
-    settings.FRESH_SIGN_IN_S = 0
     page = client.post("/blocks/undo-all/", HTTP_REFERER="http://testserver/blocks/")
     assert page.status_code == 200
     assert b'id="confirm-bluesky"' in page.content
     assert b"confirm_password" not in page.content  # there is no password to type
-    LinkedAccount.objects.update(lift_all_requested_at=None)
-    settings.FRESH_SIGN_IN_S = 300
+    assert LinkedAccount.objects.get().lift_all_requested_at is None
+    bluesky.start(client, "alice.fake.test", next_url="/blocks/")
+    (pending,) = client.session[signin.PENDING].values()
+    assert pending["prompt"] == "login"
+    client.session[signin.PENDING] = {}
     back = bluesky.sign_in(client, "alice.fake.test", next_url="/blocks/")
     assert back["Location"] == "/blocks/"
     assert client.post("/blocks/undo-all/").status_code == 302
     assert LinkedAccount.objects.get().lift_all_requested_at is not None
+
+
+def test_a_signed_in_person_swaps_bluesky_accounts_only_when_freshly_signed_in(bluesky, client):
+    bluesky.account("alice.fake.test")
+    bob = bluesky.account("bob.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    alice_grant = network.grant_of(LinkedAccount.objects.get())
+    user = signed_in_user(client)
+    assert SIGNED_IN_AT not in client.session  # a Bluesky sign-in is not a fresh one
+    # Signed in, the sign-in as bob asks bob's server for the password (prompt=login):
+    # fresh, so the link moves to bob.
+    with mock.patch.object(signin, "_link", wraps=signin._link) as link:
+        moved = bluesky.sign_in(client, "bob.fake.test")
+    assert link.call_args.kwargs["fresh"] is True
+    assert moved.status_code == 302
+    assert LinkedAccount.objects.get(user=user).did == bob
+    # Without a fresh confirmation, another account's grant does not replace the link.
+    stale = mock.Mock(user=user, session={})
+    with pytest.raises(PermissionError, match="sign in again first"):
+        signin._link(stale, alice_grant, fresh=False)
+    assert LinkedAccount.objects.get(user=user).did == bob
+
+
+def test_an_app_password_link_ends_the_bluesky_grant(
+    bluesky, client, django_capture_on_commit_callbacks
+):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
+    with revoking_here(), django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/link/", {"handle": "alice.fake.test", "app_password": BLUESKY_PASSWORD}
+        )
+    assert response.status_code == 302
+    account = LinkedAccount.objects.get()
+    assert not account.uses_oauth
+    assert account.app_password == BLUESKY_PASSWORD
+    assert bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/x", "/\\evil"])
+def test_next_never_leaves_the_site(bluesky, client, target):
+    bluesky.account("alice.fake.test")
+    back = bluesky.sign_in(client, "alice.fake.test", next_url=target)
+    assert back["Location"] == "/campaigns/new/"
+
+
+def test_staff_do_not_sign_in_with_bluesky(bluesky, client, person):
+    alice = person("alice")
+    type(alice).objects.filter(pk=alice.pk).update(is_staff=True)
+    client.logout()
+    response = bluesky.sign_in(client, "alice.fake.test", password=APP_PASSWORD)
+    assert response.status_code == 409
+    assert b"Staff sign in with their Shoestring password" in response.content
+    assert "_auth_user_id" not in client.session
 
 
 @pytest.mark.slow
@@ -169,6 +250,7 @@ def test_the_workers_block_with_the_grant_and_refresh_it(bluesky, client, celery
     # Unlinking with lifting: the workers lift every block, then the maintenance pool
     # unlinks and hands the grant to a network pool, which revokes it at the PDS.
     revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
+    fresh(client)
     assert client.post("/link/remove/", {"lift": "yes"}).status_code == 302
     wait_until(
         lambda: (

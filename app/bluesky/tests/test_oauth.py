@@ -12,7 +12,7 @@ from joserfc import jwk
 
 from bluesky import oauth
 from bluesky.client import BlueskyClient, check_pds_url
-from bluesky.errors import BadRequest
+from bluesky.errors import BadRequest, UnsafePds
 from bluesky.oauth import FALLBACK_SCOPE, DpopAuth, GrantRevoked, OAuthClient, OAuthError
 
 from .authorize import decide
@@ -287,3 +287,32 @@ def test_a_callback_with_another_state_or_issuer_is_refused(network, site):
             client.finish(pending, {**query, "state": "forged"})
         with pytest.raises(OAuthError, match="came from"):
             client.finish(pending, {**query, "iss": "https://evil.example"})
+
+
+def test_tokens_for_another_account_are_revoked_not_kept(network, site):
+    """The request was for alice; bob approved it at the server: no grant, and the tokens
+    made are ended (as the reference client does after a failed exchange)."""
+    network.account("bob.fake.test", "bob-app-pass")
+    with new_client(network, site) as client:
+        url, pending = client.start(HANDLE, oauth.granular_scope(APPVIEW))
+        query, _ = decide(url, "bob.fake.test", "bob-app-pass")
+        revoked = network.oauth_state()["grants_revoked"]
+        with pytest.raises(OAuthError, match="signed in as"):
+            client.finish(pending, query)
+    assert network.oauth_state()["grants_revoked"] == revoked + 1
+
+
+def test_no_token_goes_to_a_server_on_a_private_address(network, site):
+    """In production (no loopback allowed) an issuer or endpoint on a loopback, private or
+    reserved address is refused before anything is sent there."""
+    with new_client(network, site) as client:
+        client._check_url = lambda url: check_pds_url(url, allow_loopback=False)
+        with pytest.raises(UnsafePds):
+            client.authorization_server(network.url)
+    grant, _ = sign_in(network, site)
+    with new_client(network, site) as client:
+        client._check_url = lambda url: check_pds_url(url, allow_loopback=False)
+        with pytest.raises(UnsafePds):
+            client.refresh(grant)
+        with pytest.raises(UnsafePds):
+            client.revoke(grant)
