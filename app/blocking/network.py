@@ -144,7 +144,8 @@ def renewer(account_pk):
             with oauth_client(stored.client_id) as client:
                 fresh = client.refresh(stored)
             row.oauth_grant_encrypted = crypto.encrypt(fresh.to_json())
-            row.save(update_fields=["oauth_grant_encrypted"])
+            row.service_url = fresh.pds_url  # the account may have moved to another PDS host
+            row.save(update_fields=["oauth_grant_encrypted", "service_url"])
             return fresh
 
     return renew

@@ -231,9 +231,10 @@ class OAuthClient:
         self.close()
 
     # -- discovery --------------------------------------------------------
-    def identity(self, handle_or_did: str) -> Identity:
+    def identity(self, handle_or_did: str, handle_back: bool = True) -> Identity:
         """DID, handle and PDS of an account; the handle only if the DID document claims it
-        back (at://<handle> in alsoKnownAs), else the DID stands for it."""
+        (at://<handle> in alsoKnownAs) and, from a DID, it resolves back to the DID
+        (handle_back=False: the DID stands for it, one request fewer)."""
         from .client import normalize_handle, pds_from_did_doc
 
         actor = normalize_handle(handle_or_did)
@@ -253,6 +254,8 @@ class OAuthClient:
             raise OAuthError(f"{did}: the DID document names no PDS")
         if not actor.startswith("did:"):
             handle = actor
+        elif not handle_back:
+            handle = did
         else:
             # A handle the document claims counts once it resolves back to this DID.
             handle = did
@@ -470,9 +473,19 @@ class OAuthClient:
         return data
 
     def refresh(self, grant: Grant) -> Grant:
-        """A new access token and a new refresh token (the old one is dead from now on)."""
+        """A new access token and a new refresh token (the old one is dead from now on).
+
+        As the reference client does before each refresh, the account's DID document is read
+        again: Bluesky moves accounts between its PDS hosts under one authorization server,
+        so the grant follows its PDS; an account whose server is now another authorization
+        server's cannot be refreshed here (GrantRevoked: its person signs in again)."""
         if not grant.refresh_token:
             raise GrantRevoked("no refresh token")
+        pds_url = self.identity(grant.did, handle_back=False).pds_url
+        if pds_url != grant.pds_url:
+            issuer = self.authorization_server(pds_url)["issuer"]
+            if issuer != grant.issuer:
+                raise GrantRevoked(f"{grant.did} moved to {pds_url}, another server's account")
         form = {"grant_type": "refresh_token", "refresh_token": grant.refresh_token}
         data = self._token(grant.token_endpoint, form, grant.key, grant.issuer)
         if data.get("sub") != grant.did:
@@ -480,6 +493,7 @@ class OAuthClient:
         return Grant(
             **{
                 **asdict(grant),
+                "pds_url": pds_url,
                 "scope": data["scope"],
                 "access_token": data["access_token"],
                 "refresh_token": data.get("refresh_token", ""),

@@ -4,12 +4,14 @@ server: one identity, linking, refusal of someone else's account, unlinking revo
 fresh confirmation by signing in again, and a campaign the workers run on the grant."""
 
 import contextlib
+import threading
 import time
 from unittest import mock
 
 import pytest
 from conftest import wait_until
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from blocking import batches, crypto, network, signin
 from blocking.models import ActionRecord, Campaign, LinkedAccount
@@ -138,6 +140,37 @@ def test_unlinking_revokes_the_grant(bluesky, client, django_capture_on_commit_c
     assert bluesky.fake.oauth_state()["grants_revoked"] == revoked_before + 1
     with network.oauth_client(grant.client_id) as oauth, pytest.raises(network.GrantRevoked):
         oauth.refresh(grant)
+
+
+def test_two_workers_refreshing_at_once_spend_the_refresh_token_once(
+    bluesky, client, transactional_db
+):
+    """Two processes hold the same grant and refresh together (the fake answers slowly):
+    the row lock lets one spend the refresh token; the other takes what it stored."""
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    account = LinkedAccount.objects.get()
+    old = network.grant_of(account)
+    bluesky.fake.configure(latency_ms=300)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(network.renewer(account.pk)(old))
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert len({grant.refresh_token for grant in results}) == 1
+    assert bluesky.fake.oauth_state()["refreshes"] == 1
+    assert bluesky.fake.oauth_state()["grants_revoked"] == 0
 
 
 def test_two_refreshes_of_one_grant_spend_its_refresh_token_once(bluesky, client):

@@ -316,3 +316,24 @@ def test_no_token_goes_to_a_server_on_a_private_address(network, site):
             client.refresh(grant)
         with pytest.raises(UnsafePds):
             client.revoke(grant)
+
+
+def test_a_refresh_follows_the_account_to_its_new_pds_host(network, site):
+    """Bluesky moves accounts between PDS hosts under one authorization server: the refresh
+    reads the DID document again and the grant goes where it now points."""
+    grant, _ = sign_in(network, site)
+    moved = network.url.replace("127.0.0.1", "localhost")
+    with new_client(network, site) as client:
+        read = client._did_document
+
+        def after_the_move(did):
+            document = read(did)
+            for service in document["service"]:
+                service["serviceEndpoint"] = moved
+            return document
+
+        client._did_document = after_the_move
+        fresh = client.refresh(grant)
+    assert grant.pds_url == network.url
+    assert fresh.pds_url == moved
+    assert fresh.issuer == grant.issuer
