@@ -71,7 +71,11 @@ def _bluesky_again(request):
         back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         back = ""
-    return {"bsky_handle": account.did, "bsky_next": back, "bsky_label": "Sign in with Bluesky"}
+    return {
+        "bsky_handle": account.handle or account.did,
+        "bsky_next": back,
+        "bsky_label": "Sign in with Bluesky",
+    }
 
 
 def fresh_sign_in(describe):
