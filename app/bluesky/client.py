@@ -31,7 +31,7 @@ from .errors import (
     ServerError,
     UnsafePds,
 )
-from .oauth import DpopAuth, GrantRevoked, nonce_challenge, remember_nonce
+from .oauth import DpopAuth, GrantRevoked, HttpClient, nonce_challenge, remember_nonce
 from .provider import FollowerPage, Post, Profile, Session
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class RateLimitState:
         return "address"
 
 
-class BlueskyClient:
+class BlueskyClient(HttpClient):
     def __init__(
         self,
         service_url: str,
@@ -223,15 +223,6 @@ class BlueskyClient:
         self._http = httpx.Client(
             timeout=timeout, transport=transport, headers={"User-Agent": "shoestring/1"}
         )
-
-    def close(self):
-        self._http.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- sessions ---------------------------------------------------------
     @property

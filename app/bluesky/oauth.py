@@ -98,6 +98,29 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _json_object(url: str, response: httpx.Response) -> dict:
+    try:
+        data = response.json()
+    except ValueError as error:
+        raise OAuthError(f"{url}: the answer is not JSON") from error
+    if not isinstance(data, dict):
+        raise OAuthError(f"{url}: the answer is not a JSON object")
+    return data
+
+
+class HttpClient:
+    """Something holding an httpx client (self._http), closed by a with block."""
+
+    def close(self):
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _error_code(response: httpx.Response) -> str:
     try:
         return str(response.json().get("error", ""))
@@ -187,7 +210,7 @@ class Identity:
     pds_url: str
 
 
-class OAuthClient:
+class OAuthClient(HttpClient):
     """One confidential client (its client_id URL and ES256 key) talking to any PDS.
 
     resolve_handle(handle) -> DID and did_document(DID) -> dict are given by the caller
@@ -220,15 +243,6 @@ class OAuthClient:
             follow_redirects=False,
             headers={"User-Agent": "shoestring/1"},
         )
-
-    def close(self):
-        self._http.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- discovery --------------------------------------------------------
     def identity(self, handle_or_did: str, handle_back: bool = True) -> Identity:
@@ -275,13 +289,7 @@ class OAuthClient:
             raise ServerError(f"{url}: {_error_text(response)}", response.status_code)
         if response.status_code != 200:
             raise OAuthError(f"{url}: {_error_text(response)}")
-        try:
-            data = response.json()
-        except ValueError as error:
-            raise OAuthError(f"{url}: not JSON") from error
-        if not isinstance(data, dict):
-            raise OAuthError(f"{url}: not a JSON object")
-        return data
+        return _json_object(url, response)
 
     def authorization_server(self, pds_url: str) -> dict:
         """The metadata of the PDS's authorization server, checked for what atproto needs."""
@@ -460,12 +468,7 @@ class OAuthClient:
             raise GrantRevoked(f"{url}: {_error_text(response)}")
         if response.status_code != 200:
             raise OAuthError(f"{url}: {_error_text(response)}")
-        try:
-            data = response.json()
-        except ValueError as error:
-            raise OAuthError(f"{url}: the answer is not JSON") from error
-        if not isinstance(data, dict):
-            raise OAuthError(f"{url}: the answer is not a JSON object")
+        data = _json_object(url, response)
         if str(data.get("token_type", "")).lower() != "dpop":
             raise OAuthError(f"{url}: the token is not DPoP-bound ({data.get('token_type')})")
         if "atproto" not in str(data.get("scope", "")).split() or not data.get("access_token"):
