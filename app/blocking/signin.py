@@ -13,6 +13,7 @@ agree with what the authorization server fetches.
 """
 
 import ipaddress
+import json
 import logging
 
 from bluesky.errors import NotFound, ProviderError
@@ -145,7 +146,8 @@ def start(request):
     pending["client_id"] = client_id(request)
     kept = request.session.get(PENDING, {})
     kept = dict(list(kept.items())[-(MAX_PENDING - 1) :]) if kept else {}
-    kept[pending["state"]] = pending
+    # The PKCE verifier and the DPoP key wait in the session table, encrypted.
+    kept[pending["state"]] = crypto.encrypt(json.dumps(pending))
     request.session[PENDING] = kept
     # A page that moves on by itself rather than a redirect: a form's redirect to another
     # origin would need the CSP's form-action to allow every server a person may use.
@@ -169,6 +171,9 @@ def callback(request):
     kept = request.session.get(PENDING, {})
     pending = kept.pop(request.GET.get("state", ""), None)
     request.session[PENDING] = kept
+    request.session.save()  # spent before the code is, so a replayed callback finds nothing
+    if pending is not None:
+        pending = json.loads(crypto.decrypt(pending))
     if pending is None:
         return _failed(
             request,

@@ -48,24 +48,36 @@ def link(request):
                 "Bluesky did not answer, so nothing was saved. Wait a minute and press Link again.",
             )
         else:
-            account = account or LinkedAccount(user=request.user)
-            account.handle, account.did = session.handle or handle, session.did
-            account.service_url = session.pds_url
-            account.app_password = password
-            account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
-            account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
-            account.api_enabled, account.disabled_reason = True, ""
-            account.unlink_requested_at = None
-            # An app password replaces a sign-in with Bluesky: its grant is ended.
-            grant = account.oauth_grant_encrypted
-            account.oauth_grant_encrypted = ""
-            account.save()
-            if grant:
-                transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
-            messages.success(request, f"Linked @{account.handle}.")
-            return redirect("campaign_new")
+            if LinkedAccount.objects.filter(did=session.did).exclude(user=request.user).exists():
+                form.add_error(
+                    None,
+                    f"@{session.handle or handle} is linked to another Shoestring account:"
+                    " nothing was saved. Sign in to that one to use it.",
+                )
+            else:
+                account = _link_app_password(request, account, session, handle, password)
+                messages.success(request, f"Linked @{account.handle}.")
+                return redirect("campaign_new")
     held = ActionRecord.objects.filter(owner=request.user).count() if account else 0
     return render(request, "blocking/link.html", {"form": form, "account": account, "held": held})
+
+
+def _link_app_password(request, account, session, handle, password):
+    account = account or LinkedAccount(user=request.user)
+    account.handle, account.did = session.handle or handle, session.did
+    account.service_url = session.pds_url
+    account.app_password = password
+    account.access_jwt_encrypted = crypto.encrypt(session.access_jwt)
+    account.refresh_jwt_encrypted = crypto.encrypt(session.refresh_jwt)
+    account.api_enabled, account.disabled_reason = True, ""
+    account.unlink_requested_at = None
+    # An app password replaces a sign-in with Bluesky: its grant is ended.
+    grant = account.oauth_grant_encrypted
+    account.oauth_grant_encrypted = ""
+    account.save()
+    if grant:
+        transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
+    return account
 
 
 def _unlink_lifts(request):

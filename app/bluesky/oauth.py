@@ -294,9 +294,12 @@ class OAuthClient(HttpClient):
     def authorization_server(self, pds_url: str) -> dict:
         """The metadata of the PDS's authorization server, checked for what atproto needs."""
         resource = self._get_json(f"{pds_url}/.well-known/oauth-protected-resource")
+        # As the reference resolver: the document is the PDS's own, and names exactly one.
+        if str(resource.get("resource", "")).rstrip("/") != pds_url.rstrip("/"):
+            raise OAuthError(f"{pds_url}: its resource document is another's")
         servers = resource.get("authorization_servers") or []
-        if not servers or not isinstance(servers[0], str):
-            raise OAuthError(f"{pds_url}: names no authorization server")
+        if len(servers) != 1 or not isinstance(servers[0], str):
+            raise OAuthError(f"{pds_url}: names no single authorization server")
         issuer = self._check_url(servers[0])
         meta = self._get_json(f"{issuer}/.well-known/oauth-authorization-server")
         if str(meta.get("issuer", "")).rstrip("/") != issuer:

@@ -43,6 +43,7 @@ def bluesky(settings, fakesky, live_server):
 
     class Bluesky:
         fake = fakesky
+        host = live_server.url.split("://", 1)[1]
 
         @staticmethod
         def account(handle):

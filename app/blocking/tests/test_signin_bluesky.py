@@ -4,11 +4,13 @@ server: one identity, linking, refusal of someone else's account, unlinking revo
 fresh confirmation by signing in again, and a campaign the workers run on the grant."""
 
 import contextlib
+import json
 import threading
 import time
 from unittest import mock
 
 import pytest
+from bluesky.tests.authorize import decide
 from conftest import wait_until
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -199,8 +201,10 @@ def test_a_bluesky_sign_in_is_confirmed_with_the_bluesky_password_before_lifting
     assert b"confirm_password" not in page.content  # there is no password to type
     assert LinkedAccount.objects.get().lift_all_requested_at is None
     bluesky.start(client, "alice.fake.test", next_url="/blocks/")
-    (pending,) = client.session[signin.PENDING].values()
+    (kept,) = client.session[signin.PENDING].values()
+    pending = json.loads(crypto.decrypt(kept))
     assert pending["prompt"] == "login"
+    assert "verifier" not in kept  # the secrets wait encrypted
     client.session[signin.PENDING] = {}
     back = bluesky.sign_in(client, "alice.fake.test", next_url="/blocks/")
     assert back["Location"] == "/blocks/"
@@ -295,3 +299,29 @@ def test_the_workers_block_with_the_grant_and_refresh_it(bluesky, client, celery
         message="the blocks lifted, the account unlinked and its grant revoked",
     )
     assert bluesky.fake.state("alice.fake.test")["block_count"] == 0
+
+
+def test_a_bluesky_account_linked_here_cannot_be_linked_again_with_its_app_password(
+    bluesky, client, django_user_model
+):
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    mallory = django_user_model.objects.create_user("mallory", password="pw-mallory-1")
+    client.force_login(mallory)
+    response = client.post(
+        "/link/", {"handle": "alice.fake.test", "app_password": BLUESKY_PASSWORD}
+    )
+    assert response.status_code == 200
+    assert b"linked to another Shoestring account" in response.content
+    assert not LinkedAccount.objects.filter(user=mallory).exists()
+
+
+def test_a_replayed_callback_finds_nothing_to_finish(bluesky, client):
+    bluesky.account("alice.fake.test")
+    response = bluesky.start(client, "alice.fake.test")
+    query, _ = decide(bluesky.onward(response), "alice.fake.test", BLUESKY_PASSWORD)
+    assert client.get("/oauth/callback", query, HTTP_HOST=bluesky.host).status_code == 302
+    again = client.get("/oauth/callback", query, HTTP_HOST=bluesky.host)
+    assert again.status_code == 400
+    assert b"finished already" in again.content
+    assert bluesky.fake.oauth_state()["grants_revoked"] == 0

@@ -333,6 +333,17 @@ def test_a_refresh_follows_the_account_to_its_new_pds_host(network, site):
             return document
 
         client._did_document = after_the_move
+        # The new host is the same fake under another name: its resource document names
+        # the name it was asked by, as a second PDS host's would.
+        get_json = client._get_json
+
+        def as_the_new_host(url):
+            data = get_json(url)
+            if url.startswith(moved) and "resource" in data:
+                data["resource"] = moved
+            return data
+
+        client._get_json = as_the_new_host
         fresh = client.refresh(grant)
     assert grant.pds_url == network.url
     assert fresh.pds_url == moved
