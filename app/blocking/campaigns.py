@@ -414,8 +414,12 @@ def fetch_follower_page(self, campaign_id, cursor):
         locked = Campaign.objects.select_for_update().get(pk=campaign_id)
         if locked.cursor != cursor or locked.pages_done or locked.status != Status.RUNNING:
             return  # another run took this page in meanwhile
-        repeats = taken_in(campaign, [p.did for p in wanted])
+        # Whoever this campaign took in before (another of a post's lists, an earlier pass)
+        # is a repeat, not news: also when the network now shows them muted or blocked by
+        # it (a muted account stays listed, marked muted).
+        repeats = taken_in(campaign, list(seen))
         wanted = [p for p in wanted if p.did not in repeats]
+        skips = {did: reason for did, reason in skips.items() if did not in repeats}
         kept = trusted(campaign.user_id, [p.did for p in wanted])
         skips.update(dict.fromkeys(kept, SkipReason.TRUSTED))
         wanted = [p for p in wanted if p.did not in kept]

@@ -160,6 +160,37 @@ def test_pages_of_a_post_take_in_each_account_once(
 
 
 @pytest.mark.django_db
+def test_a_mute_campaign_does_not_count_its_own_mutes_as_already_muted(
+    client, person, fakesky, pile_on, settings, django_capture_on_commit_callbacks
+):
+    """A mute is no block: the AppView still lists the muted, marked muted. Likers 0-49 are
+    muted by the first batch; those of them who reposted (0, 5, ... 45) come up again on
+    the reposts page, and are repeats of this campaign, not accounts muted before it."""
+    settings.FOLLOWER_PAGE_SIZE = 100
+    fakesky.configure(indexing_delay_s=0)
+    user = person()
+    _, uri = pile_on(reposts=100)
+    distinct = 120 + 80 + 15 + 27
+    assert client.post("/campaigns/new/", post_form(uri, action="mute")).status_code == 302
+    campaign = Campaign.objects.get()
+    pages = 0
+    with tasks_here(django_capture_on_commit_callbacks):
+        tasks.start_campaign.apply(args=(campaign.pk,))
+        while not campaign.pages_done:
+            tasks.fetch_follower_page.apply(args=(campaign.pk, campaign.cursor))
+            campaign.refresh_from_db()
+            pages += 1
+            if pages == 1:
+                first = Batch.objects.filter(campaign=campaign).order_by("pk").first()
+                Batch.objects.filter(pk=first.pk).update(state=Batch.State.QUEUED)
+                batches.act_on_batch.apply(args=(first.pk,))
+                assert len(fakesky.state(user.handle)["muted"]) == 50
+            assert pages < 10
+    assert (campaign.found, campaign.skipped) == (distinct, 0)
+    assert campaign.skipped_by == {}
+
+
+@pytest.mark.django_db
 def test_someone_skipped_on_two_of_a_posts_lists_is_found_and_skipped_once(
     client, person, fakesky, pile_on, settings, django_capture_on_commit_callbacks
 ):
