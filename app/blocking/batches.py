@@ -294,7 +294,13 @@ def undo_batch(self, batch_id):
 
 @task("blocking.revoke_grant", **DURABLE)
 def revoke_unlinked_grant(self, encrypted_grant):
-    """End an unlinked person's OAuth grant at their authorization server, best effort (a
-    failure is logged; the grant then lives until it expires). Sent by the maintenance pool
-    when a lift-then-unlink ends: it may read the encrypted grant but has no key to use it."""
+    """End an OAuth grant nobody uses any more at its authorization server, best effort (a
+    failure is logged; the grant then lives until it expires). It travels encrypted: the
+    maintenance pool, which sends it when a lift-then-unlink ends, has no key to use it."""
     revoke_grant(crypto.decrypt(encrypted_grant))
+
+
+def revoke_later(encrypted_grant):
+    """Revoke this (encrypted) grant on a network pool once the transaction commits, away
+    from the request or periodic task that let it go."""
+    transaction.on_commit(lambda: revoke_unlinked_grant.delay(encrypted_grant))

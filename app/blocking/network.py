@@ -7,10 +7,9 @@ import binascii
 import logging
 from functools import cache
 
-import httpx
 from bluesky.client import BlueskyClient, check_pds_url
-from bluesky.errors import NotFound, ProviderError
-from bluesky.oauth import DpopAuth, Grant, GrantRevoked, OAuthClient, OAuthError
+from bluesky.errors import ProviderError
+from bluesky.oauth import DpopAuth, Grant, GrantRevoked, OAuthClient
 from bluesky.provider import Session
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -19,6 +18,8 @@ from joserfc import jwk
 
 from . import crypto
 from .models import LinkedAccount
+
+log = logging.getLogger(__name__)
 
 
 def budget_hook(interactive):
@@ -47,9 +48,6 @@ def new_client(identifier, app_password, service_url=None, **options) -> Bluesky
         allow_loopback_pds=settings.BLUESKY_ALLOW_LOOPBACK_PDS,
         **options,
     )
-
-
-log = logging.getLogger(__name__)
 
 
 @cache
@@ -88,32 +86,13 @@ def _resolve_handle(handle):
         return client.resolve_handle(handle)
 
 
-def _did_document(did):
-    """A did:plc document from the PLC directory, a did:web one from its host."""
-    if did.startswith("did:plc:"):
-        url = f"{_check_url(settings.BLUESKY_PLC_URL)}/{did}"
-    elif did.startswith("did:web:") and ":" not in did[len("did:web:") :]:
-        url = f"{_check_url('https://' + did[len('did:web:') :])}/.well-known/did.json"
-    else:
-        raise OAuthError(f"{did}: not a DID method Bluesky uses")
-    try:
-        response = httpx.get(url, timeout=settings.BLUESKY_TIMEOUT_S, follow_redirects=False)
-    except httpx.HTTPError as error:
-        raise ProviderError(f"{url}: {error.__class__.__name__}: {error}") from error
-    if response.status_code == 404:
-        raise NotFound(f"{did}: no DID document")
-    if response.status_code != 200:
-        raise ProviderError(f"{url}: HTTP {response.status_code}")
-    return response.json()
-
-
 def oauth_client(client_id, redirect_uri="") -> OAuthClient:
     """The app's OAuth client under this client_id (its metadata URL, one per host name)."""
     return OAuthClient(
         client_id,
         oauth_client_key(),
         resolve_handle=_resolve_handle,
-        did_document=_did_document,
+        plc_url=settings.BLUESKY_PLC_URL,
         check_url=_check_url,
         redirect_uri=redirect_uri,
         timeout=settings.BLUESKY_TIMEOUT_S,

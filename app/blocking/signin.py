@@ -26,13 +26,13 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from core.signin import SIGNED_IN_AT, is_fresh, mark_fresh
+from core.signin import SIGNED_IN_AT, is_fresh, mark_fresh, same_site
 
 from . import buckets, crypto, network
+from .batches import revoke_later
 from .models import LinkedAccount
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,6 @@ def jwks(request):
     return JsonResponse({"keys": [{**public, "use": "sig", "alg": "ES256"}]})
 
 
-def _next_url(request, value):
-    if value and url_has_allowed_host_and_scheme(
-        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return value
-    return ""
-
-
 def _failed(request, text, status=400):
     return render(request, "blocking/signin_failed.html", {"reason": text}, status=status)
 
@@ -142,7 +134,7 @@ def start(request):
     except ProviderError as error:
         log.info("sign in with Bluesky: %s: %s", handle, error)
         return _failed(request, "Bluesky did not answer. Wait a minute and try again.", status=503)
-    pending["next"] = _next_url(request, request.POST.get("next", ""))
+    pending["next"] = same_site(request, request.POST.get("next", ""))
     pending["client_id"] = client_id(request)
     kept = request.session.get(PENDING, {})
     kept = dict(list(kept.items())[-(MAX_PENDING - 1) :]) if kept else {}
@@ -154,9 +146,9 @@ def start(request):
     return render(request, "blocking/signin_redirect.html", {"url": url})
 
 
-def _username_for(did):
+def _username_for(base):
+    """base, or base_2, base_3 ... if it is taken."""
     User = get_user_model()
-    base = did.replace(":", "_")[:140]
     name, n = base, 1
     while User.objects.filter(username=name).exists():
         n += 1
@@ -193,12 +185,10 @@ def callback(request):
             request, "Bluesky did not answer. Nothing was changed; start again.", status=503
         )
     try:
-        user, replaced = _link(request, grant, fresh=pending.get("prompt") == "login")
+        user = _link(request, grant, fresh=pending.get("prompt") == "login")
     except PermissionError as error:
-        network.revoke_grant(grant.to_json())
+        revoke_later(crypto.encrypt(grant.to_json()))  # made for nothing
         return _failed(request, str(error), status=409)
-    for old in replaced:
-        network.revoke_grant(old)
     if not request.user.is_authenticated or request.user.pk != user.pk:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         # A sign-in the browser's session at the PDS may have approved by itself is not
@@ -219,11 +209,10 @@ def callback(request):
 
 
 def _link(request, grant, fresh):
-    """The Shoestring user this grant signs in, with the grant stored on their link; and the
-    grants it replaced (to revoke). PermissionError if the Bluesky account is someone else's,
+    """The Shoestring user this grant signs in, with the grant stored on their link (the one
+    it replaces is revoked). PermissionError if the Bluesky account is someone else's,
     if a signed-in person would swap their link for another Bluesky account without a fresh
     confirmation (fresh: they typed their Bluesky password just now), or for staff."""
-    replaced = []
     with transaction.atomic():
         with connection.cursor() as cursor:
             # The rotated tokens must survive a crash (the server's default is off).
@@ -254,7 +243,7 @@ def _link(request, grant, fresh):
             )
         account = account or LinkedAccount(user=user)
         if account.oauth_grant_encrypted:
-            replaced.append(crypto.decrypt(account.oauth_grant_encrypted))
+            revoke_later(account.oauth_grant_encrypted)
         account.handle, account.did, account.service_url = grant.handle, grant.did, grant.pds_url
         account.oauth_grant_encrypted = crypto.encrypt(grant.to_json())
         # An OAuth link keeps no password, nor an app password's session.
@@ -266,7 +255,7 @@ def _link(request, grant, fresh):
             # Linking anew ends an unlink in progress; only signing in does not.
             account.unlink_requested_at = None
         account.save()
-    return user, replaced
+    return user
 
 
 def _user_for_new_sign_in(did):
@@ -283,6 +272,6 @@ def _user_for_new_sign_in(did):
         return earlier
     try:
         with transaction.atomic():
-            return User.objects.create_user(username=_username_for(did))
+            return User.objects.create_user(username=_username_for(base))
     except IntegrityError:
         raise PermissionError("Two sign-ins at once: start again.") from None

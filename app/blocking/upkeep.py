@@ -13,7 +13,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import pacing
-from .batches import revoke_unlinked_grant
+from .batches import revoke_later
 from .campaigns import fetch_follower_page, start_campaign
 from .locks import task_lock
 from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
@@ -170,7 +170,7 @@ def _lifted(account):
         # Only if the unlink still stands (a sign-in may have ended it meanwhile).
         LinkedAccount.objects.filter(pk=account.pk, unlink_requested_at__isnull=False).delete()
         if grant:
-            transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
+            revoke_later(grant)
     else:
         LinkedAccount.objects.filter(pk=account.pk).update(lift_all_requested_at=None)
 

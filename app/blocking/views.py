@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from core.signin import fresh_sign_in
 
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
-from .batches import revoke_unlinked_grant
+from .batches import revoke_later
 from .campaigns import end as end_campaigns
 from .forms import CampaignForm, LinkAccountForm, SignupForm, TrustedForm
 from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope, SkipReason, Trusted
@@ -76,7 +76,7 @@ def _link_app_password(request, account, session, handle, password):
     account.oauth_grant_encrypted = ""
     account.save()
     if grant:
-        transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
+        revoke_later(grant)
     return account
 
 
@@ -128,7 +128,7 @@ def unlink(request):
         )
         account.delete()
         if grant:
-            transaction.on_commit(lambda: revoke_unlinked_grant.delay(grant))
+            revoke_later(grant)
     stay = f" The {held:,} blocks and mutes made here stay in place on Bluesky." if held else ""
     gone = (
         "Shoestring's access is being revoked at your Bluesky server"

@@ -213,9 +213,9 @@ class Identity:
 class OAuthClient(HttpClient):
     """One confidential client (its client_id URL and ES256 key) talking to any PDS.
 
-    resolve_handle(handle) -> DID and did_document(DID) -> dict are given by the caller
-    (blocking.network: the entryway's resolveHandle and the PLC directory); check_url(url)
-    returns the URL if tokens may go there and raises otherwise (bluesky.client.check_pds_url).
+    resolve_handle(handle) -> DID is given by the caller (blocking.network: the entryway's
+    resolveHandle); did:plc documents are read from plc_url; check_url(url) returns the URL
+    if tokens may go there and raises otherwise (bluesky.client.check_pds_url).
     """
 
     def __init__(
@@ -223,7 +223,7 @@ class OAuthClient(HttpClient):
         client_id: str,
         client_key: jwk.ECKey,
         resolve_handle: Callable[[str], str],
-        did_document: Callable[[str], dict],
+        plc_url: str,
         check_url: Callable[[str], str],
         redirect_uri: str = "",
         timeout: float = 20.0,
@@ -235,7 +235,7 @@ class OAuthClient(HttpClient):
         self.redirect_uri = redirect_uri
         self.client_key = client_key
         self._resolve_handle = resolve_handle
-        self._did_document = did_document
+        self._plc_url = plc_url.rstrip("/")
         self._check_url = check_url
         self._http = httpx.Client(
             timeout=timeout,
@@ -280,11 +280,24 @@ class OAuthClient(HttpClient):
                     handle = did
         return Identity(did=did, handle=handle, pds_url=self._check_url(pds))
 
-    def _get_json(self, url: str) -> dict:
+    def _did_document(self, did: str) -> dict:
+        """A did:plc document from the PLC directory, a did:web one from its host."""
+        if did.startswith("did:plc:"):
+            url = f"{self._check_url(self._plc_url)}/{did}"
+        elif did.startswith("did:web:") and ":" not in did[len("did:web:") :]:
+            url = f"{self._check_url('https://' + did[len('did:web:') :])}/.well-known/did.json"
+        else:
+            raise OAuthError(f"{did}: not a DID method Bluesky uses")
+        return self._get_json(url, missing=f"{did}: no DID document")
+
+    def _get_json(self, url: str, missing: str = "") -> dict:
+        """The JSON object at url; NotFound(missing) for a 404 if missing is given."""
         try:
             response = self._http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as error:
             raise ProviderError(f"{url}: {error.__class__.__name__}: {error}") from error
+        if missing and response.status_code == 404:
+            raise NotFound(missing)
         if response.status_code >= 500:
             raise ServerError(f"{url}: {_error_text(response)}", response.status_code)
         if response.status_code != 200:

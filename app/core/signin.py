@@ -60,20 +60,24 @@ def is_fresh(request):
     return signed_in_at is not None and time.time() - signed_in_at < settings.FRESH_SIGN_IN_S
 
 
+def same_site(request, url):
+    """url if it leads back into this site (the host the browser used), else ""."""
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return ""
+
+
 def _bluesky_again(request):
     """For a person linked with Bluesky: sign in there again (their DID), then come back to
     the page they pressed the button on and press it again."""
     account = getattr(request.user, "linked_account", None)
     if account is None or not account.uses_oauth:
         return {}
-    back = request.META.get("HTTP_REFERER", "")
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = ""
     return {
         "bsky_handle": account.handle or account.did,
-        "bsky_next": back,
+        "bsky_next": same_site(request, request.META.get("HTTP_REFERER", "")),
         "bsky_label": "Sign in with Bluesky",
     }
 

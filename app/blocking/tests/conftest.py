@@ -1,11 +1,12 @@
 import html
 import re
+from unittest import mock
 
 import pytest
 from bluesky.tests.authorize import decide
 from django.contrib.auth import get_user_model
 
-from blocking import buckets
+from blocking import batches, buckets
 from blocking.models import LinkedAccount
 
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -36,7 +37,12 @@ def person(client, fakesky, settings):
 @pytest.fixture
 def bluesky(settings, fakesky, live_server):
     """Sign in with Bluesky switched on, against the fake; sign_in(client, handle) goes
-    through the whole dance and answers the callback's response."""
+    through the whole dance and answers the callback's response. A grant let go is revoked
+    in this process when its task is sent (there is no broker here)."""
+    task = batches.revoke_unlinked_grant
+    revoke_here = mock.patch.object(
+        task, "delay", side_effect=lambda grant: task.apply(args=[grant])
+    )
     settings.BLUESKY_SERVICE_URL = settings.BLUESKY_PLC_URL = fakesky.url
     fakesky.configure(indexing_delay_s=0, oauth_allow_loopback_clients=True)
     host = live_server.url.split("://", 1)[1]
@@ -73,4 +79,5 @@ def bluesky(settings, fakesky, live_server):
             assert location.startswith(f"http://{host}/oauth/callback?")
             return client.get("/oauth/callback", query, HTTP_HOST=host)
 
-    return Bluesky
+    with revoke_here:
+        yield Bluesky

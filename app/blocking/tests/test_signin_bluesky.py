@@ -3,7 +3,6 @@ fake authorization server, which fetches the app's client metadata and JWKS from
 server: one identity, linking, refusal of someone else's account, unlinking revokes, the
 fresh confirmation by signing in again, and a campaign the workers run on the grant."""
 
-import contextlib
 import json
 import threading
 import time
@@ -15,7 +14,7 @@ from conftest import wait_until
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from blocking import batches, crypto, network, signin
+from blocking import crypto, network, signin
 from blocking.models import ActionRecord, Campaign, LinkedAccount
 from core.signin import SIGNED_IN_AT
 
@@ -28,14 +27,6 @@ def fresh(client):
     session = client.session
     session[SIGNED_IN_AT] = time.time()
     session.save()
-
-
-@contextlib.contextmanager
-def revoking_here():
-    """The revocation task runs in this process when it is sent."""
-    task = batches.revoke_unlinked_grant
-    with mock.patch.object(task, "delay", side_effect=lambda grant: task.apply(args=[grant])):
-        yield
 
 
 def signed_in_user(client):
@@ -92,14 +83,17 @@ def test_a_password_person_links_with_bluesky_and_the_app_password_goes(bluesky,
     assert signed_in_user(client) == alice
 
 
-def test_someone_elses_bluesky_account_cannot_be_linked(bluesky, client, django_user_model):
+def test_someone_elses_bluesky_account_cannot_be_linked(
+    bluesky, client, django_user_model, django_capture_on_commit_callbacks
+):
     bluesky.account("alice.fake.test")
     bluesky.sign_in(client, "alice.fake.test")
     owner = signed_in_user(client)
     mallory = django_user_model.objects.create_user("mallory", password="pw-mallory-1")
     client.force_login(mallory)
     revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
-    response = bluesky.sign_in(client, "alice.fake.test")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = bluesky.sign_in(client, "alice.fake.test")
     assert response.status_code == 409
     assert b"linked to another Shoestring account" in response.content
     assert LinkedAccount.objects.get(user=owner).did == bluesky.fake.did("alice.fake.test")
@@ -135,7 +129,7 @@ def test_unlinking_revokes_the_grant(bluesky, client, django_capture_on_commit_c
     fresh(client)
     grant = network.grant_of(LinkedAccount.objects.get())
     revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
-    with revoking_here(), django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/link/remove/", {"lift": "no"})
     assert response.status_code == 302
     assert not LinkedAccount.objects.exists()
@@ -239,7 +233,7 @@ def test_an_app_password_link_ends_the_bluesky_grant(
     bluesky.account("alice.fake.test")
     bluesky.sign_in(client, "alice.fake.test")
     revoked_before = bluesky.fake.oauth_state()["grants_revoked"]
-    with revoking_here(), django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             "/link/", {"handle": "alice.fake.test", "app_password": BLUESKY_PASSWORD}
         )

@@ -6,7 +6,6 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 from joserfc import jwk
 
@@ -102,16 +101,11 @@ def new_client(fakesky, site, key=None):
         with BlueskyClient(fakesky.url, "", "", allow_loopback_pds=True) as client:
             return client.resolve_handle(handle)
 
-    def did_document(did):
-        response = httpx.get(f"{fakesky.url}/{did}", timeout=10)
-        response.raise_for_status()
-        return response.json()
-
     return OAuthClient(
         site.client_id,
         key or site.key,
         resolve_handle=resolve_handle,
-        did_document=did_document,
+        plc_url=fakesky.url,
         check_url=lambda url: check_pds_url(url, allow_loopback=True),
         redirect_uri=site.redirect_uri,
     )
@@ -337,8 +331,8 @@ def test_a_refresh_follows_the_account_to_its_new_pds_host(network, site):
         # the name it was asked by, as a second PDS host's would.
         get_json = client._get_json
 
-        def as_the_new_host(url):
-            data = get_json(url)
+        def as_the_new_host(url, **options):
+            data = get_json(url, **options)
             if url.startswith(moved) and "resource" in data:
                 data["resource"] = moved
             return data
