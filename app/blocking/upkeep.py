@@ -167,9 +167,12 @@ def _lifted(account):
             .values_list("oauth_grant_encrypted", flat=True)
             .first()
         )
-        # Only if the unlink still stands (a sign-in may have ended it meanwhile).
-        LinkedAccount.objects.filter(pk=account.pk, unlink_requested_at__isnull=False).delete()
-        if grant:
+        # Only if the unlink still stands (a sign-in may have ended it meanwhile), and then
+        # only its grant is revoked.
+        deleted, _ = LinkedAccount.objects.filter(
+            pk=account.pk, unlink_requested_at__isnull=False
+        ).delete()
+        if deleted and grant:
             revoke_later(grant)
     else:
         LinkedAccount.objects.filter(pk=account.pk).update(lift_all_requested_at=None)

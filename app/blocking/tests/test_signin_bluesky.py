@@ -13,8 +13,9 @@ from bluesky.tests.authorize import decide
 from conftest import wait_until
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.utils import timezone
 
-from blocking import crypto, network, signin
+from blocking import crypto, network, signin, upkeep
 from blocking.models import ActionRecord, Campaign, LinkedAccount
 from core.signin import SIGNED_IN_AT
 
@@ -319,3 +320,19 @@ def test_a_replayed_callback_finds_nothing_to_finish(bluesky, client):
     assert again.status_code == 400
     assert b"finished already" in again.content
     assert bluesky.fake.oauth_state()["grants_revoked"] == 0
+
+
+def test_a_lifted_unlink_that_a_sign_in_ended_keeps_its_grant(
+    bluesky, client, django_capture_on_commit_callbacks
+):
+    """The maintenance pass saw the unlink pending; a sign-in ended it before the pass
+    deleted the link: nothing is deleted, and the grant in use is not revoked."""
+    bluesky.account("alice.fake.test")
+    bluesky.sign_in(client, "alice.fake.test")
+    account = LinkedAccount.objects.get()
+    account.unlink_requested_at = timezone.now()  # as the pass read it, no longer stored
+    revoked = bluesky.fake.oauth_state()["grants_revoked"]
+    with django_capture_on_commit_callbacks(execute=True):
+        upkeep._lifted(account)
+    assert LinkedAccount.objects.filter(pk=account.pk).exists()
+    assert bluesky.fake.oauth_state()["grants_revoked"] == revoked
