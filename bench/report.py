@@ -8,12 +8,12 @@ from . import analysis
 GIB = 2**30
 
 
-def _fmt(value, digits=1, suffix=""):
+def _fmt(value, digits=1, suffix="", prefix=""):
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return f"{value:,.{digits}f}{suffix}"
-    return f"{value:,}{suffix}"
+        return f"{prefix}{value:,.{digits}f}{suffix}"
+    return f"{prefix}{value:,}{suffix}"
 
 
 def _ms(value):
@@ -33,6 +33,8 @@ def series(stream, baseline_iops):
     balances, _ = analysis.burst_balance(
         [w + r for w, r in zip(writes, reads, strict=True)], baseline_iops
     )
+    vcpu = analysis.vcpu_series(samples, analysis.appliance_units(samples))
+    credits, _ = analysis.cpu_credit_bank(vcpu)
     units = sorted({u for s in samples for u in (s.get("memory") or {}).get("services", {})})
     t0 = samples[0]["t"]
     rows = []
@@ -47,6 +49,8 @@ def series(stream, baseline_iops):
             "blocks": blocks[i],
             "wal_bytes": wal[i],
             "burst_balance": round(balances[i]),
+            "appliance_vcpu": round(vcpu[i], 3),
+            "cpu_credits": round(credits[i], 3),
             "broker_bulk": (broker.get("depth") or {}).get("bulk"),
             "broker_unacked": broker.get("unacked"),
             "broker_oldest_s": max((broker.get("oldest_s") or {}).values(), default=None),
@@ -55,6 +59,9 @@ def series(stream, baseline_iops):
         for unit in units:
             rss = analysis.rss_mib(services.get(unit))
             row[f"rss_mib_{unit}"] = round(rss, 1) if rss is not None else None
+        for unit in units:
+            private = analysis.private_mib(services.get(unit))
+            row[f"private_mib_{unit}"] = round(private, 1) if private is not None else None
         rows.append(row)
     return rows
 
@@ -141,12 +148,75 @@ def _latency(figures, failed=False):
     return f"{_ms(figures['p50_s'])} / {_ms(figures['p99_s'])} ({counts})"
 
 
-def _drained(f):
-    at, hours = f["drained_at_s"], f["hours_to_drain_at_mean"]
+def _drained(at, hours):
+    """Whether a modelled bucket emptied in the run, and how long a full one lasts at the
+    run's mean rate."""
     text = f"yes, at {at} s" if at is not None else "no"
     if hours:
         return text + f"; at the mean rate empty after {hours:,.1f} h"
-    return text + "; the mean rate is under the baseline"
+    return text + "; never at the mean rate: under the baseline"
+
+
+def _cpu_credits(f):
+    if f.get("cpu_credits_min") is None:
+        return "n/a"
+    return f"{_fmt(f['cpu_credits_min'])} / {_fmt(f['cpu_credits_end'])}"
+
+
+def _credits_drained(f):
+    if f.get("cpu_credits_min") is None:
+        return "n/a"
+    return _drained(f["cpu_credits_drained_at_s"], f["cpu_credits_hours_to_empty_at_mean"])
+
+
+def _service(s):
+    """One unit's memory and CPU: RSS, private memory, their growth, CPU (n/a where an
+    older summary lacks a figure)."""
+    return (
+        f"{_fmt(s.get('end_mib'))} MiB end, {_fmt(s.get('peak_mib'))} peak,"
+        f" {_fmt(s.get('growth_pct'), 1, '%')} 2nd half; private {_fmt(s.get('private_end_mib'))}"
+        f" MiB, {_fmt(s.get('private_growth_pct'), 1, '%')} 2nd half;"
+        f" {_fmt(s.get('cpu_cores'), 2)} CPU, {_fmt(s.get('cpu_ms_per_block'), 3)} ms per block"
+    )
+
+
+def units_line(figures):
+    """Which units the appliance's CPU counts (an older summary names none)."""
+    units = sorted({u for f in figures.values() for u in f.get("appliance_units") or ()})
+    if not units:
+        return None
+    left_out = ", ".join(f"`{u}`" for u in sorted(analysis.NOT_APPLIANCE))
+    return (
+        f"Appliance CPU counts every unit but {left_out} (the fake network; the bench agent"
+        f" runs in no unit, its CPU is the last row): {', '.join(f'`{u}`' for u in units)}."
+    )
+
+
+def ceiling_line(ceiling, tuned):
+    """The per-IP ceiling with 200-write calls and with the tuned host's own batches."""
+    most = analysis.TARGET_CEILING_WRITES_PER_CALL
+    text = (
+        f"Per-IP ceiling: {_fmt(ceiling['per_ip_rps'], 1)} requests/s allow about"
+        f" {_fmt(ceiling['blocks_per_s'], 0)} blocks/s with {most}-write calls and 100-follower"
+        " pages"
+    )
+    batch = ceiling.get("batch_size")
+    if batch == most:
+        text += ", the tuned host's calls"
+    elif batch:
+        text += (
+            f" ({_fmt(ceiling['host_blocks_per_s'], 0)} with the tuned host's {batch}-write calls)"
+        )
+    elif "batch_size" in ceiling:
+        text += " (the batch size the tuned host ran with was not read)"
+    else:  # an older summary: the app's batches were 50
+        text += f" ({_fmt(ceiling['app_blocks_per_s'], 0)} with the app's batches of 50)"
+    if not tuned:
+        return text + "."
+    text += f"; the tuned host reached {_fmt(ceiling['reached_pct'])}% of it"
+    if batch and batch != most:
+        text += f" and {_fmt(ceiling['host_reached_pct'])}% of its own"
+    return text + "."
 
 
 # The issue's reference measurement of the same setup (Postgres alone on a counted device,
@@ -199,7 +269,9 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True)
         " CPUs, so figures are noisy.",
         "- Hosts: Debian 12 containers, 2 CPUs, 2 GiB RAM, no swap (swapon cannot work in a"
         f" container), /var on its own ext4 on a loop device{pgdata}; gp2 model: baseline"
-        f" {meta['iops']} IOPS, 5.4M credits, 3,000 IOPS burst.",
+        f" {meta['iops']} IOPS, 5.4M credits, 3,000 IOPS burst; CPU credit model: a t3.small"
+        f" in standard mode, {analysis.T3_BASELINE_VCPU} vCPU baseline, its bank of"
+        f" {analysis.T3_MAX_CREDITS} credits full at the start.",
         f"- Load: {_people(meta['people'])} with campaigns, {_people(meta['clickers'])}"
         f" clicking a single-account block every {meta['click_every_s']:g} s, a reader every"
         f" {meta['read_every_s']:g} s. {meta['fake_note']}",
@@ -251,8 +323,29 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True)
         "burst balance: lowest / end (% of full)",
         lambda f: f"{_fmt(f['balance_min_pct'], 3)} / {_fmt(f['balance_end_pct'], 3)}",
     )
-    row("burst balance: drained?", _drained)
+    row(
+        "burst balance: drained?",
+        lambda f: _drained(f["drained_at_s"], f["hours_to_drain_at_mean"]),
+    )
     row("seconds over the baseline", lambda f: _fmt(f["seconds_over_baseline"]))
+    row("batch size (writes per applyWrites call)", lambda f: _fmt(f.get("batch_size")))
+    row(
+        "appliance CPU: mean vCPU / ms per block",
+        lambda f: (
+            f"{_fmt(f.get('appliance_vcpu_mean'), 3)} /"
+            f" {_fmt(f.get('appliance_cpu_ms_per_block'), 3, ' ms')}"
+        ),
+    )
+    row(
+        f"blocks/s the CPU credit baseline sustains ({analysis.T3_BASELINE_VCPU} vCPU)",
+        lambda f: _fmt(f.get("blocks_per_s_at_cpu_baseline")),
+    )
+    row(f"CPU credits: lowest / end (of {analysis.T3_MAX_CREDITS})", _cpu_credits)
+    row("CPU credits: drained?", _credits_drained)
+    row(
+        "unlimited mode: surplus billed a day at the mean rate",
+        lambda f: _fmt(f.get("unlimited_usd_per_day"), 2, prefix="$"),
+    )
     row(
         "OOM kills (services + container)",
         lambda f: _fmt(
@@ -293,18 +386,13 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True)
     row("duplicate block records (fake)", lambda f: _fmt(f["duplicates"]))
     units = sorted({u for f in figures.values() for u in f["services"]}) if services else []
     for unit in units:
-
-        def cell(f, unit=unit):
-            s = f["services"].get(unit)
-            if not s:
-                return "n/a"
-            return (
-                f"{_fmt(s.get('end_mib'))} MiB end, {_fmt(s.get('peak_mib'))} peak,"
-                f" {_fmt(s.get('growth_pct'), 1, '%')} 2nd half, {_fmt(s.get('cpu_cores'), 2)} CPU"
-            )
-
-        row(f"`{unit}` RSS / growth / CPU", cell)
+        row(
+            f"`{unit}` RSS / private memory / CPU",
+            lambda f, unit=unit: _service(f["services"][unit]) if unit in f["services"] else "n/a",
+        )
     row("bench agent CPU (s, inside the host)", lambda f: _fmt(f["agent_cpu_s"]))
+    counted = units_line(figures)
+    lines += ["", counted] if counted else []
     if meta.get("calibration"):
         lines += ["", *calibration_lines(figures)]
     lines += [
@@ -317,14 +405,7 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True)
         # The fake's limits are lifted and one person is no load: no ceiling, no targets.
         return "\n".join([*lines, ""])
     lines += [
-        f"Per-IP ceiling: {_fmt(ceiling['per_ip_rps'], 1)} requests/s allow about"
-        f" {_fmt(ceiling['blocks_per_s'], 0)} blocks/s with 200-write calls and 100-follower pages"
-        f" ({_fmt(ceiling['app_blocks_per_s'], 0)} with the app's batches of 50)"
-        + (
-            f"; the tuned host reached {_fmt(ceiling['reached_pct'])}% of it."
-            if "tuned" in figures
-            else "."
-        ),
+        ceiling_line(ceiling, "tuned" in figures),
         "",
         "| target | measured | |",
         "|---|---|---|",

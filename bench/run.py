@@ -167,6 +167,20 @@ def install_agent(name):
     tar.wait()
 
 
+def batch_size(name):
+    """The accounts one batch blocks in one applyWrites call on the host, read with the
+    agent's reader of the app's settings files; None if it cannot be read."""
+    command = [
+        "docker", "exec", "-w", AGENT_HOME, name, "python3", "-c",
+        "from agent.host import env_setting;"
+        " print(env_setting('SHOESTRING_BLOCK_BATCH_SIZE') or '')",
+    ]  # fmt: skip
+    try:
+        return int(run_command(*command, capture_output=True).stdout.strip())
+    except (subprocess.CalledProcessError, ValueError):
+        return None
+
+
 def agent(name, arguments, raw_path, timeout):
     """Run the agent in the host; returns its records (also saved, gzipped, to raw_path)."""
     command = [
@@ -303,6 +317,7 @@ def unmeasured(f, counted_device=True):
         "blocks made": f["blocks"] > 0,
         "writes counted on the loop device": f["write_ios"] > 0 or not counted_device,
         "WAL counted": f["wal_bytes"] > 0,
+        "the appliance's CPU counted": f["appliance_cpu_s"] > 0,
         "every appliance service sampled": all(
             any(unit.startswith(prefix) for unit in f["services"]) for prefix in APPLIANCE_UNITS
         ),
@@ -383,7 +398,7 @@ def main(argv=None):
         "calibration": args.calibrate,
         "results_dir": out.relative_to(REPO) if out.is_relative_to(REPO) else out,
     }
-    streams = {}
+    streams, batch_sizes = {}, {}
     # One host at a time (built, measured, removed): the other takes no CPU or memory
     # meanwhile, and a shared build machine runs one bench container, not two.
     for role, name in zip(roles, names, strict=True):
@@ -398,9 +413,10 @@ def main(argv=None):
                 out / f"raw-{role}.jsonl.gz",
                 timeout=args.minutes * 60 + 3600,
             )
+            batch_sizes[role] = batch_size(name)
     meta["load_after"] = load_average()
     figures = {
-        role: analysis.summarize(stream, args.iops, args.compression)
+        role: analysis.summarize(stream, args.iops, args.compression, batch_sizes[role])
         for role, stream in streams.items()
     }
     start = next(r for r in streams[roles[0]] if r.get("type") == "start")
@@ -418,13 +434,9 @@ def main(argv=None):
         if "tuned" in figures
         else ([], None)
     )
-    ceiling = {
-        "per_ip_rps": 3000 / 300,
-        "blocks_per_s": analysis.ip_ceiling(start.get("fake_settings", {})),
-        "app_blocks_per_s": analysis.ip_ceiling(start.get("fake_settings", {}), writes_per_call=50),
-    }
-    ceiling["reached_pct"] = (
-        100 * figures.get("tuned", {}).get("blocks_per_s", 0) / ceiling["blocks_per_s"]
+    tuned = figures.get("tuned", {})
+    ceiling = analysis.ceiling_figures(
+        start.get("fake_settings", {}), tuned.get("blocks_per_s", 0), tuned.get("batch_size")
     )
     summary = report.summary_markdown(meta, figures, verdict_rows, ratio, ceiling)
     (out / "summary.md").write_text(summary)

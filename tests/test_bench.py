@@ -1,8 +1,10 @@
-"""The benchmark's arithmetic and probes (bench/): the gp2 model, the figures a run's
-samples give, the targets' verdicts, the load plan, and the agent's readers of the broker,
-the kernel and the fake network, each against the real thing where there is one, and how a
-run's tables replace the previous ones in docs/benchmarks.md."""
+"""The benchmark's arithmetic and probes (bench/): the gp2 and CPU-credit models, the
+figures a run's samples give, the targets' verdicts, the load plan, and the agent's readers
+of the broker, the kernel and the fake network, each against the real thing where there is
+one, and how a run's tables replace the previous ones in docs/benchmarks.md."""
 
+import csv
+import gzip
 import json
 import shutil
 import socket
@@ -12,7 +14,7 @@ import time
 import pytest
 from fakesky.server import serve
 
-from bench import analysis, docs
+from bench import analysis, docs, report
 from bench.agent import broker, host
 from bench.agent.fake import Fake
 from bench.agent.load import LARGEST, SMALLEST, followers_of, plan_targets
@@ -48,6 +50,47 @@ def test_the_bucket_drains_when_expected_and_then_only_the_baseline_is_served():
     assert analysis.gp2_baseline(100) == 300
 
 
+# -- the t3.small's CPU credits ---------------------------------------------------------------
+BANK = analysis.T3_MAX_CREDITS
+
+
+def test_a_load_within_the_cpu_baseline_never_spends_a_credit():
+    for vcpu in (0.0, 0.3, 0.4):
+        credits, throttled = analysis.cpu_credit_bank([vcpu] * 7200)
+        assert min(credits) == BANK, vcpu
+        assert throttled == []
+    assert analysis.credit_outlook(0.4) == (None, 0.0)
+
+
+def test_a_load_over_the_cpu_baseline_empties_the_bank_when_expected():
+    # 2 vCPU: 1.6 over the 0.4 earned, 1.6 credits a minute; 576 last 360 minutes.
+    credits, throttled = analysis.cpu_credit_bank([2.0] * 25000)
+    drained = next(i for i, c in enumerate(credits) if c == 0)
+    assert abs(drained - 6 * 3600) <= 1
+    assert credits[3599] == pytest.approx(BANK - 96)  # an hour: 1.6 x 60 credits
+    assert throttled[0] == drained + 1  # empty, it gives 0.4 vCPU of the 2 asked
+    assert credits[-1] == 0  # 0.4 earned, 0.4 given: empty stays empty
+    hours, usd_per_day = analysis.credit_outlook(2.0)
+    assert hours == pytest.approx(6.0)
+    assert usd_per_day == pytest.approx(1.6 * 24 * 0.05)
+    assert analysis.credit_outlook(1.0) == (pytest.approx(16.0), pytest.approx(0.72))
+
+
+def test_the_cpu_bank_holds_at_most_its_cap_and_refills_at_the_baseline():
+    assert BANK == 576  # 24 credits an hour, a day's worth
+    credits, _ = analysis.cpu_credit_bank([0.0] * 600)
+    assert max(credits) == BANK  # an idle box earns nothing past the cap
+    # A minute at 2 vCPU spends 1.6 credits; idle, 0.4/60 a second earn them back in 240 s.
+    credits, _ = analysis.cpu_credit_bank([2.0] * 60 + [0.0] * 400)
+    assert credits[59] == pytest.approx(BANK - 1.6)
+    assert credits[59 + 120] == pytest.approx(BANK - 0.8)
+    assert credits[59 + 241] == BANK
+    assert max(credits) == BANK
+    small, _ = analysis.cpu_credit_bank([0.0] * 10 + [1.4] * 60, credits=10)
+    assert small[9] == 10
+    assert small[-1] == pytest.approx(9)
+
+
 # -- statistics ----------------------------------------------------------------------------
 def test_percentiles_are_nearest_rank():
     values = list(range(1, 101))
@@ -68,7 +111,9 @@ def test_counter_differences_survive_restarts_and_gaps():
 
 
 # -- a run's figures -----------------------------------------------------------------------
-def sample(t, phase, writes, reads, blocks, wal, rss_mib, oom=0):
+def sample(t, phase, writes, reads, blocks, wal, rss_mib, oom=0, shared_mib=10.0, bulk_vcpu=0.5):
+    """One record as bench/agent/sampler.py writes it: cumulative counters; each unit's
+    cgroup memory.stat fields (rss: anonymous, mapped_file) and cpu_ns."""
     return {
         "type": "sample",
         "t": t,
@@ -82,9 +127,23 @@ def sample(t, phase, writes, reads, blocks, wal, rss_mib, oom=0):
                     "rss": int(rss_mib * 2**20),
                     "mapped_file": 0,
                     "oom_kill": oom,
-                    "cpu_ns": int(t * 5e8),
+                    "cpu_ns": int(t * bulk_vcpu * 1e9),
                 },
-                "fakesky": {"rss": int((50 + t) * 2**20), "mapped_file": 0, "oom_kill": 0},
+                # Backends touching more of shared_buffers: shmem, mapped, not anonymous.
+                "postgresql@15-main": {
+                    "rss": 20 * 2**20,
+                    "mapped_file": int(shared_mib * 2**20),
+                    "shmem": 128 * 2**20,
+                    "oom_kill": 0,
+                    "cpu_ns": int(t * 1e8),
+                },
+                # The fake network: a whole vCPU and growing, and not the appliance.
+                "fakesky": {
+                    "rss": int((50 + t) * 2**20),
+                    "mapped_file": 0,
+                    "oom_kill": 0,
+                    "cpu_ns": int(t * 1e9),
+                },
             },
             "container": {"oom_kill": 0, "pgmajfault": 0},
         },
@@ -100,22 +159,37 @@ def sample(t, phase, writes, reads, blocks, wal, rss_mib, oom=0):
     }
 
 
-def stream(growth_mib=0.0):
+def stream(growth_mib=0.0, bulk_vcpu=0.5):
+    """A host's run: 10 s idle, 600 s of load, 5 s of flush. The bulk pool uses
+    `bulk_vcpu` and Postgres 0.1 vCPU; the bulk pool's private memory grows by `growth_mib`
+    over the second half; Postgres' mapped shared buffers grow from 10 to 70 MiB."""
     records = [{"type": "start", "fake_settings": {}, "fake_missing": []}]
     t = 0
     for second in range(11):
-        records.append(sample(t, "idle", second, 0, 0, 0, 100))
+        records.append(sample(t, "idle", second, 0, 0, 0, 100, bulk_vcpu=bulk_vcpu))
         t += 1
     base_writes = 10
     for second in range(601):  # 600 s: 20 writes, 1 read, 100 blocks, 2,000 WAL bytes a second
         rss = 100 + (growth_mib * max(0, second - 300) / 300)
         records.append(
-            sample(t, "load", base_writes + 20 * second, second, 100 * second, 2000 * second, rss)
+            sample(
+                t,
+                "load",
+                base_writes + 20 * second,
+                second,
+                100 * second,
+                2000 * second,
+                rss,
+                shared_mib=10 + second / 10,
+                bulk_vcpu=bulk_vcpu,
+            )
         )
         t += 1
     end = records[-1]["disk"]["loop9"]["writes"]
     for _ in range(5):  # the final flush writes 300 more
-        records.append(sample(t, "flush", end + 300, 600, 60000, 1_200_000, 100 + growth_mib))
+        records.append(
+            sample(t, "flush", end + 300, 600, 60000, 1_200_000, 100 + growth_mib, 0, 70, bulk_vcpu)
+        )
         t += 1
     records += [{"type": "click", "latency_s": 0.1 + i / 1000} for i in range(100)] + [
         {"type": "click", "ok": False, "error": "gave up"}
@@ -149,6 +223,52 @@ def test_a_runs_figures_come_from_its_counters():
     assert figures["clicks"]["failed"] == 1
     assert figures["clicks"]["p99_s"] == pytest.approx(0.198)
     assert figures["duplicates"] == 1
+    assert figures["batch_size"] is None
+    assert analysis.summarize(stream(), 100, 14, batch_size=200)["batch_size"] == 200
+
+
+def test_cpu_per_block_counts_the_appliance_not_the_fake_or_the_agent():
+    figures = analysis.summarize(stream(), baseline_iops=100, compression=14)
+    services = figures["services"]
+    # 100 blocks/s: 0.5 vCPU is 5 ms a block, 0.1 is 1 ms, the fake's whole vCPU 10 ms.
+    assert services["shoestring-worker-bulk"]["cpu_s"] == pytest.approx(300)
+    assert services["shoestring-worker-bulk"]["cpu_ms_per_block"] == pytest.approx(5)
+    assert services["postgresql@15-main"]["cpu_ms_per_block"] == pytest.approx(1)
+    assert services["fakesky"]["cpu_ms_per_block"] == pytest.approx(10)
+    assert figures["agent_cpu_s"] == pytest.approx(6)
+    assert figures["appliance_units"] == ["postgresql@15-main", "shoestring-worker-bulk"]
+    assert figures["appliance_cpu_s"] == pytest.approx(360)
+    assert figures["appliance_cpu_ms_per_block"] == pytest.approx(6)
+    assert figures["appliance_vcpu_mean"] == pytest.approx(0.6)
+    assert figures["blocks_per_s_at_cpu_baseline"] == pytest.approx(0.4 / 0.006)
+    # 0.2 vCPU over the baseline for 600 s: 2 credits of 576 spent, the bank never empty.
+    assert figures["cpu_credits_start"] == 576
+    assert figures["cpu_credits_min"] == pytest.approx(574)
+    assert figures["cpu_credits_end"] == pytest.approx(574)
+    assert figures["cpu_credits_drained_at_s"] is None
+    assert figures["cpu_throttled_s"] == 0
+    assert figures["cpu_credits_hours_to_empty_at_mean"] == pytest.approx(48)
+    assert figures["unlimited_usd_per_day"] == pytest.approx(0.24)
+    within = analysis.summarize(stream(bulk_vcpu=0.2), baseline_iops=100, compression=14)
+    assert within["appliance_vcpu_mean"] == pytest.approx(0.3)
+    assert within["cpu_credits_min"] == 576
+    assert within["cpu_credits_hours_to_empty_at_mean"] is None
+    assert within["unlimited_usd_per_day"] == 0
+
+
+def test_private_memory_growth_leaves_out_postgres_shared_buffers():
+    figures = analysis.summarize(stream(growth_mib=10), baseline_iops=100, compression=14)
+    postgres = figures["services"]["postgresql@15-main"]
+    # Mapped shared buffers grow over the second half: RSS 60 MiB at the middle, 88.5 MiB
+    # at the end (the medians of 30 s), all of it shared.
+    assert postgres["growth_pct"] == pytest.approx(47.5)
+    assert postgres["private_end_mib"] == 20
+    assert postgres["private_growth_pct"] == 0
+    bulk = figures["services"]["shoestring-worker-bulk"]
+    assert bulk["private_growth_pct"] == pytest.approx(10, abs=0.5)
+    assert bulk["growth_pct"] == pytest.approx(bulk["private_growth_pct"])
+    assert analysis.private_mib({"mapped_file": 2**20}) is None
+    assert analysis.private_mib({"rss": 2**21, "mapped_file": 2**20}) == 2
 
 
 def test_the_targets_say_met_or_missed():
@@ -157,20 +277,70 @@ def test_the_targets_say_met_or_missed():
         tuned, write_ios_per_block_with_flush=tuned["write_ios_per_block_with_flush"] * 150
     )
     rows, ratio = analysis.verdicts(tuned, naive)
-    verdict = {row["target"].split(" ")[1]: row["met"] for row in rows}
+    verdict = {row["target"]: row["met"] for row in rows}
     assert ratio == pytest.approx(150)
     assert [row["met"] for row in rows] == [
-        False,  # 100 blocks/s is under 230
+        False,  # 100 blocks/s is 15% of the 667 the per-IP window allows
         True,  # 20 write IOPS
-        True,  # the balance never fell
+        False,  # 0.6 vCPU: over the 0.4 the credits give
+        False,  # the bulk pool's private memory grew 10% (the fake's growth is not counted)
         True,  # 150x fewer writes per block
-        False,  # the bulk pool grew 10% over the second half (the fake's growth is not counted)
-        True,  # no OOM kill
+        False,  # one block made twice
         True,  # click p99 198 ms
-        True,  # campaign page p99 50 ms
     ], verdict
-    assert "shoestring-worker-bulk" in rows[4]["measured"]
+    assert rows[0]["measured"] == (
+        "100.0 blocks/s, 15.0% of 667 (the batch size the host ran with was not read)"
+    )
+    assert rows[2]["measured"] == (
+        "0.600 vCPU mean, 0.200 over: unlimited mode $0.24 a day, standard mode empties a full"
+        " bank in 48.0 h"
+    )
+    assert rows[3]["target"] == (
+        "tuned private-memory growth < 5% over the second half (every service)"
+    )
+    assert "shoestring-worker-bulk" in rows[3]["measured"]
     assert analysis.verdicts(tuned, None)[1] is None
+
+    # Within every target: CPU under the baseline, no private growth (Postgres' RSS still
+    # grows), nothing made twice, a per-IP window that 100 blocks/s fills.
+    window = {"ip_requests_per_window": 450, "ip_window_s": 300}
+    records = stream(bulk_vcpu=0.2)
+    records[0]["fake_settings"] = window
+    good = analysis.summarize(records, baseline_iops=100, compression=14, batch_size=200)
+    good["duplicates"] = 0
+    assert good["services"]["postgresql@15-main"]["growth_pct"] > 5
+    rows, _ = analysis.verdicts(good, naive)
+    assert all(row["met"] for row in rows), rows
+    assert (
+        rows[0]["target"]
+        == "tuned sustains >= 90% of the per-address ceiling with its 200-write calls"
+    )
+    assert rows[0]["measured"] == "100.0 blocks/s, 100.0% of 100"
+    assert rows[2]["measured"] == "0.300 vCPU mean (75% of it)"
+
+
+def test_the_ceiling_target_uses_the_batch_size_the_host_ran_with():
+    window = {"ip_requests_per_window": 450, "ip_window_s": 300}  # 1.5 requests/s
+    ceiling = analysis.ceiling_figures(window, blocks_per_s=45, batch_size=50)
+    assert ceiling["per_ip_rps"] == 1.5
+    assert ceiling["blocks_per_s"] == pytest.approx(100)  # 1.5 / (1/200 + 1/100)
+    assert ceiling["host_blocks_per_s"] == pytest.approx(50)  # 1.5 / (1/50 + 1/100)
+    assert ceiling["host_reached_pct"] == pytest.approx(90)
+    assert ceiling["reached_pct"] == pytest.approx(45)
+    tuned = analysis.summarize(stream(), baseline_iops=100, compression=14, batch_size=50)
+    tuned["fake_settings"] = window
+    tuned["blocks_per_s"] = 44.9
+    rows, _ = analysis.verdicts(tuned, None)
+    assert rows[0]["target"].endswith("with its 50-write calls")
+    assert rows[0]["measured"] == (
+        "44.9 blocks/s, 89.8% of 50 (its 50-write calls; 44.9% of the 100 200-write calls allow)"
+    )
+    assert not rows[0]["met"]
+    tuned["blocks_per_s"] = 45
+    assert analysis.verdicts(tuned, None)[0][0]["met"]
+    unknown = analysis.ceiling_figures(window, blocks_per_s=45)
+    assert unknown["host_blocks_per_s"] is None
+    assert unknown["batch_size"] is None
 
 
 def test_compression_makes_the_hourly_budgets_offer_more_than_the_target():
@@ -400,10 +570,12 @@ def test_the_smoke_fails_when_a_figure_was_not_measured(tmp_path):
     (tmp_path / "summary.md").write_text("summary")
     assert smoke_problems({"tuned": figures}, tmp_path) == []
     figures["write_ios"] = 0
+    figures["appliance_cpu_s"] = 0
     del figures["services"]["redis-server"]
     (tmp_path / "plot.png").unlink()
     assert smoke_problems({"tuned": figures}, tmp_path) == [
         "tuned: writes counted on the loop device",
+        "tuned: the appliance's CPU counted",
         "tuned: every appliance service sampled",
         "plot.png not written",
     ]
@@ -501,7 +673,7 @@ def test_runs_and_fault_suites_replace_the_latest_tables_of_the_real_docs(tmp_pa
     tuned = analysis.summarize(stream(), baseline_iops=100, compression=14)
     figures = {"tuned": tuned, "naive": dict(tuned, write_ios_per_block_with_flush=1.0)}
     rows, ratio = analysis.verdicts(figures["tuned"], figures["naive"])
-    ceiling = {"per_ip_rps": 10.0, "blocks_per_s": 667, "app_blocks_per_s": 333, "reached_pct": 15}
+    ceiling = analysis.ceiling_figures({}, tuned["blocks_per_s"], 50)
     sizes = []
     for n in (1, 2):
         meta = run_meta(f"bench/results/2026-11-25-run{n}", commit=f"run{n}")
@@ -538,6 +710,78 @@ def test_runs_and_fault_suites_replace_the_latest_tables_of_the_real_docs(tmp_pa
         " made twice: [`r/faults.md`](../r/faults.md)",
     ]
     assert text.split("<!-- latest-")[0] == method
+
+
+def test_a_run_goes_from_its_raw_samples_to_its_summary_and_csv(tmp_path):
+    """The raw file as bench.run keeps it (one JSON record a line, gzipped), read back and
+    through the analysis and the report: the CPU, credit and private-memory figures."""
+    raw = tmp_path / "raw-tuned.jsonl.gz"
+    with gzip.open(raw, "wt") as out:
+        for record in stream(growth_mib=10):
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    with gzip.open(raw, "rt") as lines:
+        records = [json.loads(line) for line in lines]
+    figures = {
+        "tuned": analysis.summarize(records, 100, 14, batch_size=200),
+        "naive": analysis.summarize(stream(bulk_vcpu=0.2), 100, 14, batch_size=1),
+    }
+    rows, ratio = analysis.verdicts(figures["tuned"], figures["naive"])
+    ceiling = analysis.ceiling_figures({}, figures["tuned"]["blocks_per_s"], 200)
+    text = report.summary_markdown(run_meta("bench/results/x"), figures, rows, ratio, ceiling)
+    for line in (
+        "| batch size (writes per applyWrites call) | 200 | 1 |",
+        "| appliance CPU: mean vCPU / ms per block | 0.600 / 6.000 ms | 0.300 / 3.000 ms |",
+        "| blocks/s the CPU credit baseline sustains (0.4 vCPU) | 66.7 | 133.3 |",
+        "| CPU credits: lowest / end (of 576) | 574.0 / 574.0 | 576.0 / 576.0 |",
+        "| CPU credits: drained? | no; at the mean rate empty after 48.0 h"
+        " | no; never at the mean rate: under the baseline |",
+        "| unlimited mode: surplus billed a day at the mean rate | $0.24 | $0.00 |",
+        "| `postgresql@15-main` RSS / private memory / CPU |"
+        + " 88.5 MiB end, 90.0 peak, 47.5% 2nd half; private 20.0 MiB, 0.0% 2nd half; 0.10 CPU,"
+        " 1.000 ms per block |" * 2,
+        "Appliance CPU counts every unit but `fakesky` (the fake network; the bench agent runs in"
+        " no unit, its CPU is the last row): `postgresql@15-main`, `shoestring-worker-bulk`.",
+        "Per-IP ceiling: 10.0 requests/s allow about 667 blocks/s with 200-write calls and"
+        " 100-follower pages, the tuned host's calls; the tuned host reached"
+        " 15.0% of it.",
+        "| tuned appliance CPU within the credit baseline (0.4 vCPU mean) | 0.600 vCPU mean,"
+        " 0.200 over: unlimited mode $0.24 a day, standard mode empties a full bank in 48.0 h"
+        " | **missed** |",
+        "| tuned private-memory growth < 5% over the second half (every service) | largest"
+        " +9.5% (shoestring-worker-bulk) | **missed** |",
+    ):
+        assert line in text.splitlines(), line
+    assert "`fakesky` RSS / private memory / CPU | 646.0 MiB end" in text  # listed, not counted
+    rows = report.series(records, 100)
+    report.write_csv(tmp_path / "seconds-tuned.csv", rows)
+    with open(tmp_path / "seconds-tuned.csv") as written:
+        table = list(csv.DictReader(written))
+    assert len(table) == 605  # 600 s of load, 5 of flush
+    assert float(table[0]["appliance_vcpu"]) == pytest.approx(0.6)
+    assert float(table[599]["cpu_credits"]) == pytest.approx(574)
+    assert float(table[0]["private_mib_postgresql@15-main"]) == 20
+    assert float(table[599]["rss_mib_postgresql@15-main"]) == 90
+
+
+def test_an_older_summary_still_renders_its_missing_figures_as_na():
+    from bench import run
+
+    old = json.loads((run.RESULTS / "2026-11-24-a42d20c" / "summary.json").read_text())
+    text = report.summary_markdown(
+        old["meta"], old["figures"], old["targets"], old["ratio"], old["ceiling"]
+    )
+    lines = text.splitlines()
+    assert "| appliance CPU: mean vCPU / ms per block | n/a / n/a | n/a / n/a |" in lines
+    assert "| CPU credits: drained? | n/a | n/a |" in lines
+    assert any(
+        line.startswith("| `postgresql@15-main` RSS / private memory / CPU | 119.8 MiB end")
+        for line in lines
+    )
+    assert "(333 with the app's batches of 50); the tuned host reached 30.3% of it." in text
+    assert (
+        "| tuned RSS growth < 5% over the second half (every service) | largest +128.7%"
+        " (postgresql@15-main) | **missed** |"
+    ) in lines
 
 
 # -- watching (bench/watch.py, agent/watchwork.py) ---------------------------------------------
