@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 import botocore.exceptions
 import kombu.exceptions
-from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+
+from config.celery_app import app as celery_app
 
 from .models import Batch, KillSwitch, LinkedAccount
 from .taskbase import INFRA_ERRORS
@@ -291,7 +292,9 @@ def back_to_ready(batch_ids, queued_at):
 
 
 def send(batch):
-    current_app.send_task(
+    # The project's app, not Celery's current one: in a process that made another app
+    # later (a test run), the current app is that one and its broker is not ours.
+    celery_app.send_task(
         TASK_OF_OP[batch.op],
         args=[batch.pk],
         queue="interactive" if batch.interactive else "bulk",
