@@ -174,38 +174,45 @@ def held(owner_id, kind, dids):
 
 @task("blocking.start_campaign")
 def start_campaign(self, campaign_id):
-    """Take in the target itself (first in line, on the interactive queue) and queue the
-    first follower page. Idempotent: beat sends it again if its message was lost."""
+    """Take a campaign in (take_in) when the request that made it did not: its kill switch
+    was engaged then, or its first page's message was lost. Beat sends it again once the
+    campaign's lease is over; idempotent."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
-        if (
-            campaign is None
-            or campaign.status != Status.RUNNING
-            or campaign.found
-            or campaign.cursor
-        ):
-            return
-        if Scope.takes_target(campaign.scope):
-            target, reason = [campaign.target_did], None
-            if trusted(campaign.user_id, target):
-                reason = SkipReason.TRUSTED
-            elif held(campaign.user_id, campaign.action, target):
-                reason = SkipReason.ALREADY
-            if reason is None:
-                new_batches(campaign, [(campaign.target_did, campaign.target_handle)], True)
-            Campaign.objects.filter(pk=campaign_id).update(
-                found=1,
-                skipped=0 if reason is None else 1,
-                skipped_by={reason: 1} if reason else {},
-            )
-        if campaign.scope == Scope.ACCOUNT:
-            Campaign.objects.filter(pk=campaign_id).update(pages_done=True, next_page_at=None)
-        else:
-            lease = timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S)
-            Campaign.objects.filter(pk=campaign_id).update(next_page_at=lease)
-            transaction.on_commit(lambda: fetch_follower_page.delay(campaign_id, ""))
-        transaction.on_commit(lambda: pacing.dispatch(campaign.user_id))
+        if campaign is not None:
+            take_in(campaign)
     finish_if_complete(campaign_id)
+
+
+def take_in(campaign):
+    """In the caller's transaction: the target itself as an interactive batch (first in
+    line) and the first follower page sent, both once the transaction commits. The request
+    that starts a campaign calls it, so a single block reaches the network in one task.
+    Does nothing to a campaign that has ended or has been taken in already."""
+    if campaign.status != Status.RUNNING or campaign.found or campaign.cursor:
+        return
+    changes = {}
+    if Scope.takes_target(campaign.scope):
+        target, reason = [campaign.target_did], None
+        if trusted(campaign.user_id, target):
+            reason = SkipReason.TRUSTED
+        elif held(campaign.user_id, campaign.action, target):
+            reason = SkipReason.ALREADY
+        if reason is None:
+            new_batches(campaign, [(campaign.target_did, campaign.target_handle)], True)
+        changes = {
+            "found": 1,
+            "skipped": 0 if reason is None else 1,
+            "skipped_by": {reason: 1} if reason else {},
+        }
+    if campaign.scope == Scope.ACCOUNT:
+        changes.update(pages_done=True, next_page_at=None)
+    else:
+        changes["next_page_at"] = timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S)
+        transaction.on_commit(lambda: fetch_follower_page.delay(campaign.pk, ""), robust=True)
+    Campaign.objects.filter(pk=campaign.pk).update(**changes)
+    # Robust: what is lost here is data that beat sends again (the lease, ready batches).
+    transaction.on_commit(lambda: pacing.dispatch(campaign.user_id), robust=True)
 
 
 def page_start(campaign, position):

@@ -385,6 +385,10 @@ class KillSwitch(models.Model):
     def __str__(self):
         return f"{self.task_name} ({'engaged' if self.engaged else 'off'})"
 
+    @classmethod
+    def is_engaged(cls, task_name):
+        return cls.objects.filter(task_name=task_name, engaged=True).exists()
+
 
 class TaskLock(models.Model):
     """Keeps a periodic task from overlapping its previous run; expires on its own."""

@@ -16,8 +16,18 @@ from core.signin import fresh_sign_in
 from . import blocklist, buckets, crypto, estimate, tasks, upkeep
 from .batches import revoke_later
 from .campaigns import end as end_campaigns
+from .campaigns import finish_if_complete, take_in
 from .forms import CampaignForm, LinkAccountForm, SignupForm, TrustedForm
-from .models import ActionRecord, Campaign, LinkedAccount, PostGroup, Scope, SkipReason, Trusted
+from .models import (
+    ActionRecord,
+    Campaign,
+    KillSwitch,
+    LinkedAccount,
+    PostGroup,
+    Scope,
+    SkipReason,
+    Trusted,
+)
 from .network import client_for, new_client
 
 
@@ -239,10 +249,15 @@ def _start(user, form):
             + (timedelta(weeks=weeks) if weeks else timedelta(seconds=settings.WATCH_MAX_S)),
             expected=form.cost,
             tokens_debited=form.cost,
-            # Due once start_campaign's lease is over: if its message is lost, beat starts it.
+            # Due once the lease is over: beat then takes it in (start_campaign) if this
+            # request did not, or sends its first page again if that message was lost.
             next_page_at=timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S),
         )
-        transaction.on_commit(lambda: tasks.start_campaign.delay(campaign.pk))
+        # Taken in here, so the target's block is one task away from the network; a kill
+        # switch on taking campaigns in leaves it to beat.
+        if not KillSwitch.is_engaged(tasks.start_campaign.name):
+            take_in(campaign)
+    finish_if_complete(campaign.pk)
     return campaign
 
 

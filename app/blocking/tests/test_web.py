@@ -1,12 +1,17 @@
 """What a person sees in the browser: linking, starting a campaign, its refusals."""
 
+from unittest import mock
+
 import pytest
+from celery import Celery
+from django.conf import settings
 from django.db import connection
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from blocking import buckets
-from blocking.models import Campaign, KillSwitch, LinkedAccount, TokenBucket
+from blocking import batches, buckets, tasks
+from blocking.models import Batch, Campaign, KillSwitch, LinkedAccount, TokenBucket
+from blocking.tests import helpers
 from blocking.tests.conftest import APP_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +77,63 @@ def test_the_cap_does_not_apply_to_the_account_alone(client, person, settings):
     response = start(client, "crowd-1001.fake.test", scope="account")
     assert response.status_code == 302
     assert Campaign.objects.get().expected == 1
+
+
+def sent_tasks():
+    """Record the messages the app publishes instead of sending them."""
+    sent = []
+
+    def record(app, name, args=None, kwargs=None, queue=None, **options):
+        queue = queue or settings.CELERY_TASK_ROUTES[name]["queue"]  # where routing sends it
+        sent.append((name, list(args), queue))
+
+    return sent, mock.patch.object(Celery, "send_task", autospec=True, side_effect=record)
+
+
+def test_a_single_block_reaches_the_network_in_one_task(
+    client, person, fakesky, django_capture_on_commit_callbacks
+):
+    """The click itself queues the target's block: one interactive task, no hop through
+    start_campaign first, and that task makes the record."""
+    user = person()
+    sent, publishing = sent_tasks()
+    with publishing, django_capture_on_commit_callbacks(execute=True):
+        campaign = helpers.start(client, "troll-10.fake.test", scope="account")
+    batch = Batch.objects.get(campaign=campaign)
+    assert sent == [("blocking.act_on_batch", [batch.pk], "interactive")]
+    batches.act_on_batch.apply(args=(batch.pk,))
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.acted) == ("done", 1)
+    assert fakesky.state(user.handle)["block_count"] == 1
+
+
+def test_a_campaign_sends_its_target_and_first_page_from_the_click(
+    client, person, django_capture_on_commit_callbacks
+):
+    person()
+    sent, publishing = sent_tasks()
+    with publishing, django_capture_on_commit_callbacks(execute=True):
+        campaign = helpers.start(client, "crowd-300.fake.test", scope="both")
+    batch = Batch.objects.get(campaign=campaign)
+    assert sorted(sent) == [
+        ("blocking.act_on_batch", [batch.pk], "interactive"),
+        ("blocking.fetch_follower_page", [campaign.pk, ""], "bulk"),
+    ]
+    assert campaign.next_page_at is not None  # beat sends the page again if it is lost
+
+
+def test_a_kill_switch_on_starting_campaigns_leaves_them_to_beat(
+    client, person, django_capture_on_commit_callbacks
+):
+    person()
+    KillSwitch.objects.create(task_name=tasks.start_campaign.name, engaged=True)
+    sent, publishing = sent_tasks()
+    with publishing, django_capture_on_commit_callbacks(execute=True):
+        campaign = helpers.start(client, "troll-10.fake.test", scope="account")
+    assert sent == []
+    assert not Batch.objects.exists()
+    assert (campaign.status, campaign.found) == ("running", 0)
+    assert campaign.next_page_at is not None  # due for beat once the switch is off
 
 
 def test_ones_own_account_is_refused(client, person):
