@@ -21,6 +21,18 @@ def _encode(value):
     return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(60, -1, -5))
 
 
+def _decode(tid):
+    value = 0
+    for char in tid:
+        value = (value << 5) | _ALPHABET.index(char)
+    return value
+
+
+def tid_before(tid):
+    """The key that sorts just before this TID: a listRecords cursor that includes it."""
+    return _encode(_decode(tid) - 1)
+
+
 def next_tids(count):
     """`count` new TIDs, increasing, never repeated by this process."""
     global _last

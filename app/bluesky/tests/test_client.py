@@ -14,8 +14,10 @@ from bluesky.errors import (
     NotFound,
     ProviderError,
     RateLimited,
+    RkeyTaken,
     UnsafePds,
 )
+from bluesky.tids import next_tids
 
 PASSWORD = "app-pass"
 
@@ -119,6 +121,32 @@ def test_block_many_splits_into_calls_of_at_most_200_writes(client, fakesky):
     state = fakesky.state("me.fake.test")
     assert state["block_count"] == 450
     assert state["write_calls"] == 3
+
+
+def test_a_batch_written_before_its_answer_was_lost_is_read_back_in_two_calls(client, fakesky):
+    """The same keys again after a lost answer: the PDS refuses the whole call, the client
+    reads the batch's key range back (listRecords, not one getRecord per key) and writes only
+    what is missing."""
+    dids = followers(fakesky, "crowd", 1000, range(200))
+    rkeys = next_tids(200)
+    client.block_many(dids[:150], rkeys[:150])
+    before = fakesky.state("me.fake.test")["calls_by_method"]
+    assert client.block_many(dids, rkeys) == dict(zip(dids, rkeys, strict=True))
+    state = fakesky.state("me.fake.test")
+    assert state["block_count"] == state["distinct_blocked"] == 200
+    calls = state["calls_by_method"]
+    listed = calls["com.atproto.repo.listRecords"] - before.get("com.atproto.repo.listRecords", 0)
+    assert listed == 2
+    assert "com.atproto.repo.getRecord" not in calls
+
+
+def test_a_key_that_holds_a_block_of_someone_else_is_taken(client, fakesky):
+    first, second, third = followers(fakesky, "crowd", 10, range(3))
+    rkeys = next_tids(2)
+    client.block_many([first], rkeys[:1])
+    with pytest.raises(RkeyTaken):
+        client.block_many([second, third], rkeys)
+    assert fakesky.state("me.fake.test")["block_count"] == 1
 
 
 def test_unblock_deletes_the_records(client, fakesky):
