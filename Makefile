@@ -27,7 +27,7 @@ export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
 PYTHON_TREES := app tests molecule bench roles
 BENCH_HOSTS := $(addprefix $(or $(SHOESTRING_BENCH_PREFIX),shoestring)-bench-,tuned naive)
 
-.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke bench-watch faults deps system-packages docker venv browser-deps image
+.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke bench-watch bench-batch faults deps system-packages docker venv browser-deps image
 
 demo: deps image
 	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
@@ -75,7 +75,7 @@ pytest: deps image
 # The edit-test loop, a few minutes: lint, then the tests not marked slow (no live
 # worker, playbook or host; Postgres and Redis are the machine's own packages).
 check: lint system-packages
-	tests/run-pytest.sh -m "not slow"
+	tests/run-pytest.sh -m "not slow and not figures"
 
 # One scenario alone: make molecule SCENARIOS=default
 molecule: deps image
@@ -98,6 +98,11 @@ faults: deps image
 # the requests watching costs an hour, under 10 new followers a minute for 30 minutes.
 bench-watch: deps image
 	python -m bench.watch
+
+# What a batch's size costs (requests, CPU per block, a failed call's cost), for 50, 100
+# and 200 writes a call, in this machine's pytest against the fake; prints a table.
+bench-batch: deps
+	tests/run-pytest.sh -m figures -s app/blocking/tests/test_batch_size_figures.py
 
 # A short run (1 min of each host, a small load), then the quick faults on the tuned
 # host; checks that everything was measured, never what the figures are. On demand.
