@@ -33,7 +33,7 @@ from .errors import (
 )
 from .oauth import DpopAuth, GrantRevoked, HttpClient, nonce_challenge, remember_nonce
 from .provider import FollowerPage, Post, Profile, Session
-from .tids import tid_before
+from .tids import is_tid, tid_before
 
 log = logging.getLogger(__name__)
 
@@ -508,8 +508,9 @@ class BlueskyClient(HttpClient):
             for (did, _), result in zip(chunk, data.get("results", []), strict=False)
         }
 
-    def block_subjects(self, rkeys: list[str]) -> dict[str, str]:
-        """rkey -> subject of this account's block records among rkeys, from the PDS.
+    def block_subjects(self, rkeys: list[str], max_calls: int = 0) -> dict[str, str] | None:
+        """rkey -> subject of this account's block records among rkeys, from the PDS; None
+        if reading their key range would take more than max_calls calls (0: no limit).
 
         A batch's keys are consecutive TIDs made together, so the records between its first
         and last key are its own (and rarely another): listRecords in ascending order from
@@ -517,8 +518,11 @@ class BlueskyClient(HttpClient):
         key would spend one request of the address's budget on each of up to 200.
         """
         wanted, last = set(rkeys), max(rkeys)
-        found, cursor = {}, tid_before(min(rkeys))
+        found, cursor, calls = {}, tid_before(min(rkeys)), 0
         while True:
+            if max_calls and calls == max_calls:
+                return None
+            calls += 1
             data = self._call(
                 "GET",
                 LIST_RECORDS,
@@ -542,35 +546,55 @@ class BlueskyClient(HttpClient):
     def unblock_many(self, rkeys: list[str]) -> None:
         """Delete these block records, also when some are gone already.
 
-        A person may unblock someone by hand in the Bluesky app. applyWrites fails whole when
-        one of its deletes finds no record (the reference PDS answers 500), so then each
-        record is deleted alone: deleteRecord deletes it or makes sure it does not exist.
+        A person may unblock someone by hand in the Bluesky app, and a retry after a lost
+        answer finds every record gone. applyWrites fails whole when one of its deletes finds
+        no record (the reference PDS answers 500): then the records still there are read
+        (block_subjects, when the keys' range takes a few calls; the keys of a campaign's
+        blocks are near each other) and deleted together, or else each record is deleted
+        alone: deleteRecord deletes it or makes sure it does not exist.
         """
-        did = self.session_did()
         for start in range(0, len(rkeys), MAX_WRITES_PER_CALL):
             chunk = rkeys[start : start + MAX_WRITES_PER_CALL]
             if len(chunk) > 1:
-                writes = [
-                    {
-                        "$type": "com.atproto.repo.applyWrites#delete",
-                        "collection": BLOCK_COLLECTION,
-                        "rkey": rkey,
-                    }
-                    for rkey in chunk
-                ]
-                try:
-                    self._call("POST", APPLY_WRITES, json={"repo": did, "writes": writes})
+                if self._delete_blocks(chunk):
                     continue
-                except ServerError as error:
-                    if error.status != 500:
-                        raise
-                    log.info("unblock: %s; deleting %d records one by one", error, len(chunk))
+                chunk = self._still_held(chunk)
+                if len(chunk) > 1 and self._delete_blocks(chunk):
+                    continue
+            if chunk:
+                log.info("unblock: deleting %d records one by one", len(chunk))
             for rkey in chunk:
                 self._call(
                     "POST",
                     DELETE_RECORD,
-                    json={"repo": did, "collection": BLOCK_COLLECTION, "rkey": rkey},
+                    json={"repo": self.session_did(), "collection": BLOCK_COLLECTION, "rkey": rkey},
                 )
+
+    def _still_held(self, rkeys):
+        """Those of these records the PDS still has, if a few calls can tell; else all."""
+        if not all(is_tid(rkey) for rkey in rkeys):
+            return rkeys
+        held = self.block_subjects(rkeys, max_calls=len(rkeys) // LIST_LIMIT + 2)
+        return rkeys if held is None else [rkey for rkey in rkeys if rkey in held]
+
+    def _delete_blocks(self, rkeys):
+        """One applyWrites deleting these records; False if one of them was not there."""
+        writes = [
+            {
+                "$type": "com.atproto.repo.applyWrites#delete",
+                "collection": BLOCK_COLLECTION,
+                "rkey": k,
+            }
+            for k in rkeys
+        ]
+        try:
+            self._call("POST", APPLY_WRITES, json={"repo": self.session_did(), "writes": writes})
+        except ServerError as error:
+            if error.status != 500:
+                raise
+            log.info("unblock: %s", error)
+            return False
+        return True
 
     def mute(self, did: str) -> None:
         self._call("POST", "app.bsky.graph.muteActor", json={"actor": did})

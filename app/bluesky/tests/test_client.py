@@ -166,6 +166,19 @@ def test_unblock_tolerates_records_deleted_by_hand(client, fakesky):
     state = fakesky.state("me.fake.test")
     assert state["block_count"] == 0
     assert state["writes_refused"] == 1  # the applyWrites that found a record missing
+    # The three still there went in one more call: the two deleteRecord calls are the
+    # Bluesky app's, by hand.
+    assert state["calls_by_method"].get("com.atproto.repo.deleteRecord", 0) == 2
+
+
+def test_unblocking_again_after_a_lost_answer_costs_two_calls_not_two_hundred(client, fakesky):
+    rkeys = list(client.block_many(followers(fakesky, "crowd", 1000, range(200))).values())
+    client.unblock_many(rkeys)  # its answer lost: the person's task runs again
+    before = fakesky.state("me.fake.test")["calls"]
+    client.unblock_many(rkeys)
+    state = fakesky.state("me.fake.test")
+    assert state["block_count"] == 0
+    assert state["calls"] - before == 2  # the refused applyWrites, one listRecords
 
 
 def test_running_out_of_the_accounts_write_budget_is_an_account_limit(client, fakesky):
