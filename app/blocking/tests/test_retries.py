@@ -159,7 +159,7 @@ def published(monkeypatch, error=None):
             raise error
         sent.append((name, args, queue))
 
-    monkeypatch.setattr(pacing.current_app, "send_task", send_task)
+    monkeypatch.setattr(pacing.celery_app, "send_task", send_task)
     return sent
 
 
@@ -190,7 +190,7 @@ def test_a_broker_and_database_both_gone_after_the_commit_send_nothing_twice(per
     def database_gone(batch_ids, queued_at):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(pacing.current_app, "send_task", send_task)
+    monkeypatch.setattr(pacing.celery_app, "send_task", send_task)
     monkeypatch.setattr(pacing, "back_to_ready", database_gone)
     # The commit went through: this is not the unsure commit, so nothing is asked or sent
     # again; the error is the task's to retry, and the stranded sweep has the second row.
