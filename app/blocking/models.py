@@ -59,11 +59,12 @@ class LinkedAccount(models.Model):
 
     def budget_wait_until(self, now=None):
         """When this account may write again, if it may not now: the network refused it
-        (rate_limited_until), or the points it last reported will not pay for a batch."""
+        (rate_limited_until), or the points it last reported will not pay for the smallest
+        part pacing sends of a batch."""
         now = now or timezone.now()
         if self.rate_limited_until and self.rate_limited_until > now:
             return self.rate_limited_until
-        batch_points = settings.BLOCK_BATCH_SIZE * settings.BLUESKY_POINTS_PER_BLOCK
+        batch_points = Batch.smallest_part() * settings.BLUESKY_POINTS_PER_BLOCK
         if (
             self.write_window_reset_at
             and self.write_window_reset_at > now
@@ -346,6 +347,12 @@ class Batch(models.Model):
 
     def __str__(self):
         return f"{self.op} {len(self.dids)} ({self.state})"
+
+    @staticmethod
+    def smallest_part():
+        """The fewest accounts pacing cuts a batch down to when a person's budget will not
+        pay for all of it: a quarter of a batch, so a call still carries many writes."""
+        return max(1, settings.BLOCK_BATCH_SIZE // 4)
 
     def points(self):
         """Write points the network charges for this batch (creates 3, deletes 1)."""

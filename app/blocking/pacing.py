@@ -221,7 +221,7 @@ def _dispatch(owner_id, run):
         for batch in ready:
             if _engaged(TASK_OF_OP[batch.op]):
                 continue
-            if batch.points() > budget:
+            if batch.points() > budget and not _cut_to_fit(batch, budget):
                 break  # the budget's next window; beat looks again
             budget -= batch.points()
             sent.append(batch)
@@ -238,6 +238,31 @@ def _dispatch(owner_id, run):
         transaction.on_commit(publish)
         run.committing = True
     return len(sent)
+
+
+def _cut_to_fit(batch, points):
+    """Cut a batch down to what `points` pay for, the rest a ready row of its own, so a
+    window's last points go to part of a batch instead of waiting for the next window;
+    False if they pay for less than Batch.smallest_part() accounts."""
+    keep = points // (batch.points() // len(batch.dids))
+    if keep < Batch.smallest_part():
+        return False
+    rest = {name: getattr(batch, name)[keep:] for name in ("dids", "handles", "rkeys")}
+    Batch.objects.create(
+        owner_id=batch.owner_id,
+        campaign_id=batch.campaign_id,
+        op=batch.op,
+        interactive=batch.interactive,
+        not_before=batch.not_before,
+        failures=batch.failures,
+        **rest,
+    )
+    for name in rest:
+        setattr(batch, name, getattr(batch, name)[:keep])
+    Batch.objects.filter(pk=batch.pk).update(
+        dids=batch.dids, handles=batch.handles, rkeys=batch.rkeys
+    )
+    return True
 
 
 def _committed_after_all(batches, queued_at):

@@ -19,7 +19,7 @@ def ready_batches(user, count, size=50):
             op="block",
             dids=[f"did:plc:{i}x{j}" for j in range(size)],
             handles=[""] * size,
-            rkeys=[""] * size,
+            rkeys=[f"3k{i}x{j}" for j in range(size)],
             not_before=timezone.now() - timedelta(seconds=1),
         )
 
@@ -36,6 +36,31 @@ def test_a_person_gets_only_what_their_reported_write_budget_pays_for(person, se
     account = LinkedAccount.objects.get(user=user)
     assert account.budget_wait_until() is None  # 200 points still pay for a batch
     LinkedAccount.objects.filter(user=user).update(write_points_left=40)
+    assert LinkedAccount.objects.get(user=user).budget_wait_until() == reset
+
+
+def test_a_batch_the_budget_pays_only_part_of_is_cut_and_the_rest_waits(person, settings):
+    settings.BLOCK_BATCH_SIZE = 200
+    user = person()
+    reset = timezone.now() + timedelta(minutes=20)
+    LinkedAccount.objects.filter(user=user).update(
+        write_points_left=330, write_window_reset_at=reset
+    )
+    ready_batches(user, 1, size=200)
+    first = Batch.objects.get()
+    assert pacing.dispatch(user.pk) == 1
+    sent = Batch.objects.get(pk=first.pk)
+    rest = Batch.objects.exclude(pk=first.pk).get()
+    assert (sent.state, len(sent.dids)) == ("queued", 110)  # 330 points, 3 a block
+    assert (rest.state, len(rest.dids)) == ("ready", 90)
+    assert sent.dids + rest.dids == first.dids
+    assert sent.rkeys + rest.rkeys == first.rkeys
+    # 0 points left after the part in flight: the rest waits for the window.
+    assert pacing.dispatch(user.pk) == 0
+    # A budget that pays for less than a quarter of a batch sends nothing now.
+    Batch.objects.filter(pk=sent.pk).delete()
+    LinkedAccount.objects.filter(user=user).update(write_points_left=3 * 49)
+    assert pacing.dispatch(user.pk) == 0
     assert LinkedAccount.objects.get(user=user).budget_wait_until() == reset
 
 
