@@ -81,8 +81,8 @@ def settings_of(tmp_path, host):
 @pytest.mark.slow
 def test_the_tuned_host_is_the_appliance_as_shipped(tmp_path):
     found = settings_of(tmp_path, "tuned")
-    assert found["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 50
-    assert found["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 50
+    assert found["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 200
+    assert found["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 200
     assert found["workers"]["SHOESTRING_FOLLOWER_PAGE_RELEASE"] == "beat"
     assert found["postgresql"]["synchronous_commit"] == "off"
     assert found["redis"] == {"appendonly": False, "appendfsync": "everysec"}

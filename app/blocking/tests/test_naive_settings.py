@@ -54,7 +54,7 @@ def test_by_default_the_next_page_is_a_due_row_released_by_beat(
     next_page, sizes = fetch_first_page(campaign, django_capture_on_commit_callbacks)
     assert campaign.next_page_at is not None
     next_page.assert_not_called()
-    assert sizes == [50, 50]
+    assert sizes == [100]  # a page of 100 is one batch of up to 200
 
 
 def test_naive_release_holds_the_next_page_as_a_countdown_with_one_block_per_batch(

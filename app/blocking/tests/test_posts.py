@@ -129,6 +129,7 @@ def test_pages_of_a_post_take_in_each_account_once(
     some while their batch waits (likers 50-99), some after it was blocked (0-49); either
     way they are taken in once and not counted twice. 100 reposters: 20 of them liked."""
     settings.FOLLOWER_PAGE_SIZE = 100
+    settings.BLOCK_BATCH_SIZE = 50
     user = person()
     _, uri = pile_on(reposts=100)
     distinct = 120 + 80 + 15 + 27
@@ -167,6 +168,7 @@ def test_a_mute_campaign_does_not_count_its_own_mutes_as_already_muted(
     muted by the first batch; those of them who reposted (0, 5, ... 45) come up again on
     the reposts page, and are repeats of this campaign, not accounts muted before it."""
     settings.FOLLOWER_PAGE_SIZE = 100
+    settings.BLOCK_BATCH_SIZE = 50
     fakesky.configure(indexing_delay_s=0)
     user = person()
     _, uri = pile_on(reposts=100)

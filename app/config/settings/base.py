@@ -206,7 +206,7 @@ TOKEN_BUCKET_REFILL_PER_HOUR = env_int("SHOESTRING_TOKEN_BUCKET_REFILL_PER_HOUR"
 # enters the queue in spaced-out waves.
 FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 5_000)
 FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 600)
-BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 50)
+BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 200)
 # How the next page is released after the pause: "beat" (a due time in the
 # database, released by the periodic task) or "countdown" (a Celery countdown
 # task a worker holds in memory until due: the seed's naive way, kept only so

@@ -110,13 +110,13 @@ def test_after_a_small_campaign_the_app_exporter_shows_tasks_blocks_queues_and_b
     )
     assert wait_for_campaign(host, campaign_id, timeout=180) == "done"
     after = scrape(host, 9808)
-    # The workers counted the 300 blocks (6 batches of 50) and the tasks that made them.
+    # The workers counted the 300 blocks (2 batches of 200 at most) and the tasks that made them.
     # The counter is the host's: work left by an earlier test may add to it, never take away.
     blocked_once(host, 300)
     assert one(after, "shoestring_network_actions_total", action="block") - blocks_before >= 300
     assert one(after, "shoestring_task_runs_total", task="blocking.act_on_batch", state="SUCCESS")
     batches = one(after, "shoestring_task_duration_seconds_count", task="blocking.act_on_batch")
-    assert batches >= 6
+    assert batches >= 2
     assert one(after, "shoestring_task_duration_seconds_sum", task="blocking.act_on_batch") > 0
     # The broker answered for every queue, the database for the rest.
     redis = broker_is_redis(host)
