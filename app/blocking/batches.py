@@ -136,17 +136,10 @@ def act_on_batch(self, batch_id):
     try:
         with client_for(account, interactive=batch.interactive) as client:
             if batch.op == Op.BLOCK:
-                try:
-                    done = client.block_many([d for d, _ in todo], [r for _, r in todo])
-                except BadRequest as error:
-                    # One invalid record fails the whole call: each alone finds which.
-                    log.warning("batch %s refused (%s); writing one by one", batch.pk, error)
-                    for did, rkey in todo:
-                        try:
-                            done.update(client.block_many([did], [rkey]))
-                        except (BadRequest, NotFound) as refused:
-                            failed.append(did)
-                            reason = REFUSED.format(error=str(refused)[:200])
+                refusal = _block_by_halves(client, todo, done, failed)
+                if refusal:
+                    log.warning("batch %s: %s refused (%s)", batch.pk, len(failed), refusal)
+                    reason = REFUSED.format(error=refusal[:200])
                 pacing.remember_write_budget(account, client.rate_limit)
             else:
                 for did, _ in todo:
@@ -164,6 +157,25 @@ def act_on_batch(self, batch_id):
     skips = {SkipReason.ALREADY: len(owned), SkipReason.TRUSTED: len(kept)}
     _save(batch, done, failed, skips=skips, reason=reason)
     pacing.dispatch(batch.owner_id)
+
+
+def _block_by_halves(client, todo, done, failed):
+    """Block these (did, rkey) pairs, adding to done (did -> rkey) and failed as it goes. One
+    invalid record fails a whole call, so a refused call is tried again in halves until the
+    refused records stand alone: one among 200 costs about 16 calls, not 200. Returns the
+    text of a refusal, or "" if none."""
+    try:
+        done.update(client.block_many([did for did, _ in todo], [rkey for _, rkey in todo]))
+        return ""
+    except (BadRequest, NotFound) as refused:
+        if len(todo) == 1:
+            failed.append(todo[0][0])
+            return str(refused)
+        if isinstance(refused, NotFound):
+            raise  # the whole call's, not a record's (no repo, no account)
+    half = len(todo) // 2
+    first = _block_by_halves(client, todo[:half], done, failed)
+    return _block_by_halves(client, todo[half:], done, failed) or first
 
 
 _INSERT_SQL = """

@@ -325,3 +325,19 @@ def test_an_invalid_record_fails_alone_and_says_why(person, fakesky):
     assert campaign.error.startswith("Bluesky refused to block some accounts")
     assert fakesky.state(user.handle)["block_count"] == 1
     assert not Batch.objects.filter(pk=batch.pk).exists()  # not retried
+
+
+def test_one_invalid_record_among_64_is_found_by_halves(person, fakesky):
+    """The PDS refuses a whole call for one bad record: halves find it in 1 + 2 x 6 calls,
+    where one call per record took 65."""
+    user = person()
+    good = [fakesky.did(f"f{i}.crowd-70.fake.test") for i in range(63)]
+    campaign, batch = campaign_with_batch(user, dids=(*good[:40], "not-a-did", *good[40:]))
+    Batch.objects.filter(pk=batch.pk).update(rkeys=next_tids(64))
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    campaign.refresh_from_db()
+    assert (campaign.acted, campaign.failed) == (63, 1)
+    assert "must be a valid did" in campaign.error
+    state = fakesky.state(user.handle)
+    assert state["block_count"] == 63
+    assert state["calls_by_method"]["com.atproto.repo.applyWrites"] == 13
