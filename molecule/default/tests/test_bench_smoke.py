@@ -101,6 +101,37 @@ def test_a_short_load_from_the_bench_agent_is_measured(host, fake_bluesky, agent
     smoke(agent_in_host, "tuned", capsys)
 
 
+def test_after_the_load_every_service_stays_under_its_memory_high(host, capsys):
+    """Memory shares come from measured need (roles/memory_budget): after the load, every
+    budgeted service's peak resident memory in the smoke's samples (anonymous plus mapped,
+    each second) is under its MemoryHigh, where a cgroup-v2 kernel throttles and reclaims.
+    Each is printed as a share of its MemoryMax; the plan aims at 75% at most."""
+    tuned = SMOKES.get("tuned")
+    if tuned is None:
+        pytest.skip("no tuned load ran on this host (its broker is SQS)")
+    lines, over = [], []
+    for dropin in host.check_output("ls /etc/systemd/system/*.d/memory.conf").split():
+        unit = dropin.split("/")[-2].removesuffix(".d")
+        sampled = tuned["services"].get(unit.removesuffix(".service"))
+        if not sampled or sampled.get("peak_mib") is None:
+            continue  # not running during the load (the nightly backup)
+        high, top = (
+            int(host.check_output("systemctl show -P %s %s", limit, unit)) / 2**20
+            for limit in ("MemoryHigh", "MemoryMax")
+        )
+        peak, end = sampled["peak_mib"], sampled["end_mib"]
+        lines.append(
+            f"  {unit}: peak {peak:.0f} MiB, end {end:.0f} ({100 * end / top:.0f}% of MemoryMax"
+            f" {top:.0f}), MemoryHigh {high:.0f}"
+        )
+        if peak > high:
+            over.append(f"{unit} peaked at {peak:.0f} MiB over its MemoryHigh {high:.0f}")
+    with capsys.disabled():
+        print("\nmemory after the load:\n" + "\n".join(lines))
+    assert lines, "no budgeted service was sampled"
+    assert not over, over
+
+
 @pytest.mark.reprovisions
 def test_the_seeds_naive_stack_made_by_inventory_alone_is_measured_the_same_way(
     host, site, fake_bluesky, agent_in_host, capsys
