@@ -34,6 +34,7 @@ from .errors import (
 from .oauth import DpopAuth, GrantRevoked, HttpClient, nonce_challenge, remember_nonce
 from .provider import FollowerPage, Post, Profile, Session
 from .tids import is_tid, tid_before
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,10 @@ class BlueskyClient(HttpClient):
         self.oauth = oauth
         self.rate_limit = RateLimitState()
         self._http = httpx.Client(
-            timeout=timeout, transport=transport, headers={"User-Agent": "shoestring/1"}
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(),
+            headers={"User-Agent": "shoestring/1"},
         )
 
     # -- sessions ---------------------------------------------------------

@@ -31,6 +31,7 @@ import httpx
 from joserfc import jwk, jwt
 
 from .errors import CredentialsRevoked, NotFound, ProviderError, ServerError
+from .tls import tls_context
 
 # What the app asks for, the narrowest the granular scopes allow (the reference's
 # packages/oauth/oauth-scopes): create and delete its own block records, and call the
@@ -240,6 +241,7 @@ class OAuthClient(HttpClient):
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
+            verify=tls_context(),
             follow_redirects=False,
             headers={"User-Agent": "shoestring/1"},
         )
