@@ -41,7 +41,15 @@ from .campaigns import (
     trusted,
     usable_account,
 )
-from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount, SkipReason
+from .models import (
+    Action,
+    ActionRecord,
+    Batch,
+    Campaign,
+    LinkedAccount,
+    SkipReason,
+    one_or_none,
+)
 from .network import client_for, revoke_grant
 from .taskbase import DURABLE, GuardedTask, task
 
@@ -64,7 +72,7 @@ def _companion(batch, action):
 
 def _claimed(batch_id):
     """The batch if it is still this task's to do (queued), else None."""
-    return Batch.objects.filter(pk=batch_id, state=Batch.State.QUEUED).first()
+    return one_or_none(Batch.objects.filter(pk=batch_id, state=Batch.State.QUEUED))
 
 
 def _waited(batch, account, error):
@@ -111,7 +119,7 @@ def act_on_batch(self, batch_id):
     batch = _claimed(batch_id)
     if batch is None:
         return  # done by an earlier delivery, handed back, or its campaign ended
-    campaign = Campaign.objects.filter(pk=batch.campaign_id).first()
+    campaign = one_or_none(Campaign.objects.filter(pk=batch.campaign_id))
     # A block-and-mute campaign is done when its blocks are: its mutes still go.
     going = [Campaign.Status.RUNNING]
     if campaign is not None and _companion(batch, campaign.action):
@@ -216,7 +224,7 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
             changed = Batch.objects.filter(pk=batch.pk).delete()[0]
         inserted = set()
         campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until", "action")
-        campaign = campaign.first() or {}
+        campaign = one_or_none(campaign) or {}
         companion = _companion(batch, campaign.get("action"))
         if done:
             with connection.cursor() as cursor:

@@ -23,6 +23,7 @@ from .models import (
     Scope,
     SkipReason,
     Trusted,
+    one_or_none,
 )
 from .network import client_for
 from .taskbase import DURABLE, task
@@ -50,7 +51,7 @@ def backoff_s(failures):
 
 
 def usable_account(user_id):
-    account = LinkedAccount.objects.filter(user_id=user_id).first()
+    account = one_or_none(LinkedAccount.objects.filter(user_id=user_id))
     if account is None or not account.api_enabled:
         return None
     return account
@@ -139,7 +140,7 @@ def trusted(owner_id, dids):
     """The DIDs of these on the person's never-block list."""
     if not dids:
         return set()
-    found = Trusted.objects.filter(owner_id=owner_id, did__in=list(dids))
+    found = Trusted.objects.filter(owner_id=owner_id, did__any=list(dids))
     return set(found.values_list("did", flat=True))
 
 
@@ -165,11 +166,8 @@ def count_skips(campaign_id, reasons):
 
 def held(owner_id, kind, dids):
     """The DIDs of these the person already holds a block (or mute) of."""
-    return set(
-        ActionRecord.objects.filter(owner_id=owner_id, kind=kind, subject_did__in=dids).values_list(
-            "subject_did", flat=True
-        )
-    )
+    rows = ActionRecord.objects.filter(owner_id=owner_id, kind=kind, subject_did__any=dids)
+    return set(rows.values_list("subject_did", flat=True))
 
 
 @task("blocking.start_campaign")
@@ -360,7 +358,7 @@ def fetch_follower_page(self, campaign_id, cursor):
     beat releases the next page once this person's waiting work is under a page
     (blocking.upkeep.release_due_pages). `cursor` is the campaign's position: a page
     already taken in is not taken in again."""
-    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    campaign = one_or_none(Campaign.objects.filter(pk=campaign_id))
     if (
         campaign is None
         or campaign.status != Status.RUNNING

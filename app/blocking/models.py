@@ -7,6 +7,27 @@ from django.utils import timezone
 from . import crypto
 
 
+@models.CharField.register_lookup
+class AnyOf(models.Lookup):
+    """`field__any=[...]`: `field = ANY(%s)` with the list as one array parameter. `__in`
+    prepares each of a batch's up to 200 values in Python, which was a quarter of a batch
+    task's CPU (py-spy on make bench-batch: batch_process_rhs)."""
+
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", [*lhs_params, list(self.rhs)]
+
+
+def one_or_none(queryset):
+    """The row a lookup by a unique key finds, or None: first() without the ORDER BY it
+    adds (there is at most one row), whose building was a quarter of a batch task's CPU
+    (py-spy on make bench-batch: Expression.identity binding a signature per query)."""
+    return next(iter(queryset[:1]), None)
+
+
 class LinkedAccount(models.Model):
     """A person's Bluesky account, linked by signing in with Bluesky (an OAuth grant) or by
     an app password (and its session tokens). Every secret is encrypted at rest."""

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from config.celery_app import app as celery_app
 
-from .models import Batch, KillSwitch, LinkedAccount
+from .models import Batch, KillSwitch, LinkedAccount, one_or_none
 from .taskbase import INFRA_ERRORS
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,9 @@ def _dispatch(owner_id, run):
             if not cursor.fetchone()[0]:
                 return 0  # another dispatcher is at it now
         # Only the columns beat's pool may read: never the password or the tokens.
-        account = LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS).first()
+        account = one_or_none(
+            LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS)
+        )
         if account is None or not account.api_enabled or account.is_rate_limited():
             return 0
         queued = list(

@@ -23,7 +23,7 @@ from blocking.network import client_for
 from blocking.tests.helpers import address_budget, unlimited
 
 pytestmark = [pytest.mark.figures, pytest.mark.django_db]
-SIZES = (50, 100, 200)
+SIZES = tuple(int(size) for size in os.environ.get("BENCH_BATCH_SIZES", "50,100,200").split(","))
 BLOCKS = 2000
 TARGET = "crowd-7000.fake.test"  # enough followers for every size, distinct per size
 
