@@ -48,11 +48,11 @@ def finished(campaign, timeout):
     return campaign
 
 
-def address_budget(requests, window_s, share=0.9, reserve=30):
+def address_budget(requests, window_s, share=0.97, reserve=30):
     """Size the workers' shared per-address bucket for a fake limit of `requests` per
     `window_s` (what the settings would make of BLUESKY_ADDRESS_*), full now."""
     allowed = requests * share
-    capacity = max(reserve + 10, allowed / 10)
+    capacity = max(reserve + 10, allowed / 30)
     from django.utils import timezone
 
     AddressBudget.objects.update_or_create(

@@ -87,3 +87,8 @@ def test_the_bucket_keeps_any_window_under_the_share_of_the_limit(settings):
     capacity, rate = pacing.address_bucket()
     allowed = settings.BLUESKY_ADDRESS_REQUESTS_PER_WINDOW * settings.ADDRESS_BUDGET_SHARE
     assert capacity + rate * settings.BLUESKY_ADDRESS_WINDOW_S <= allowed + 1e-6
+    # and sustained, it lets the appliance reach 90% of the address's ceiling
+    assert (
+        rate * settings.BLUESKY_ADDRESS_WINDOW_S
+        >= 0.9 * settings.BLUESKY_ADDRESS_REQUESTS_PER_WINDOW
+    )
