@@ -20,7 +20,7 @@ BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 MOLECULE_HOST ?= $(or $(SHOESTRING_MOLECULE_PREFIX),shoestring-molecule)-default
 # make bench: minutes of load per host, people with campaigns, gp2 baseline IOPS.
 BENCH_MINUTES ?= 10
-BENCH_PEOPLE ?= 50
+BENCH_PEOPLE ?= 130
 BENCH_IOPS ?= 100
 export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
 # Every tree of Python the project holds, the scripts the roles install on hosts included.

@@ -23,6 +23,8 @@ STATE_DIR="${BENCH_STATE_DIR:-/var/tmp/shoestring-bench}"
 # journal, Redis and (unless split) Postgres.
 VAR_SIZE="${BENCH_VAR_SIZE:-6G}"
 PG_SIZE="${BENCH_PG_SIZE:-4G}"
+# 2 GiB for the appliance + fakesky_memory_max_mb (1536) for the fake network.
+BENCH_HOST_MEMORY="${BENCH_HOST_MEMORY:-3584m}"
 
 usage() {
   echo "usage: $0 up NAME... [--split-pgdata] | down NAME... | devices NAME" >&2
@@ -106,7 +108,11 @@ up() {
     make_fs "$dir/pg.img" "$dir/pg" "$PG_SIZE"
     volumes+=(-v "$dir/pg:/var/lib/postgresql")
   fi
-  t3small_run "$name" --label shoestring-bench=1 "${volumes[@]}" -p "127.0.0.1::443"
+  # A t3.small's 2 GiB for the appliance (memory_budget_total_mb) plus the fake network's
+  # own MemoryMax (fakesky_memory_max_mb in inventory/bench/group_vars/bench.yml): the fake
+  # keeps every block in memory, and it is not the appliance.
+  t3small_run "$name" --label shoestring-bench=1 "${volumes[@]}" -p "127.0.0.1::443" \
+    --memory "$BENCH_HOST_MEMORY" --memory-swap "$BENCH_HOST_MEMORY"
   state="$(t3small_booted "$name")"
   trap - ERR
   echo "bench host $name is up (systemd: $state; /var on $(loop_of "$dir/var.img"))"

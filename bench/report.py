@@ -129,7 +129,10 @@ def plot(path, rows_by_host, baseline_iops, title):
     # Zoomed to what happened (a flat 100% is a balance that never fell).
     axes[1].set_ylim(bottom=max(0.0, lowest - (100 - lowest) * 0.2 - 0.01), top=100.005)
     axes[2].axhline(
-        analysis.TARGET_BLOCKS_PER_S, color="grey", linestyle="-.", label="target: 230/s"
+        analysis.TARGET_BLOCKS_PER_S,
+        color="grey",
+        linestyle="-.",
+        label=f"target: {analysis.TARGET_BLOCKS_PER_S}/s",
     )
     axes[2].set_ylabel("blocks / s (10 s mean)")
     axes[3].set_ylabel("RSS (MiB)")

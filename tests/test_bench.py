@@ -344,10 +344,10 @@ def test_the_ceiling_target_uses_the_batch_size_the_host_ran_with():
 
 
 def test_compression_makes_the_hourly_budgets_offer_more_than_the_target():
-    assert auto_compression(50) == 14
-    assert auto_compression(50) * 50 * 5000 / 3 / 3600 >= 1.4 * 230
+    assert auto_compression(130) == 14
+    assert auto_compression(130) * 130 * 5000 / 3 / 3600 >= 1.4 * 600
     # A daily budget (seven hourly ones) lasts the 30-minute headline run.
-    assert 7 * 3600 / auto_compression(50) >= 30 * 60
+    assert 7 * 3600 / auto_compression(130) >= 30 * 60
     assert auto_compression(5000) == 1
     per_ip = analysis.ip_ceiling({})
     assert per_ip == pytest.approx(666.7, abs=0.1)
