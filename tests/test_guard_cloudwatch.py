@@ -1,10 +1,10 @@
-"""CloudWatch's burst balance for the guard: shoestring-cloudwatch
+"""CloudWatch's burst balance and CPU credits for the guard: shoestring-cloudwatch
 (roles/guard/files/shoestring_cloudwatch.py), the oneshot that asks CloudWatch (moto's, on
 loopback) for the volume type's metric (gp2: the volume's BurstBalance; gp3: the instance's
-EBSIOBalance%) and writes the newest datapoint to a file, and the guard's side
-(roles/guard/files/shoestring_guard.py), which resets its model to each new datapoint and says
-once when CloudWatch could not be asked. The whole chain pausing and resuming bulk work runs on
-the converged sqs host (molecule/default/tests/test_guard.py)."""
+EBSIOBalance%) and the instance's CPUCreditBalance, and writes the newest datapoint of each to a
+file, and the guard's side (roles/guard/files/shoestring_guard.py), which resets its model to
+each new datapoint and says once when CloudWatch could not be asked. The whole chain pausing and
+resuming bulk work runs on the converged sqs host (molecule/default/tests/test_guard.py)."""
 
 import json
 import socket
@@ -46,15 +46,15 @@ def put(endpoint, volume, percent, minutes_ago):
     put_metric(endpoint, ("AWS/EBS", "BurstBalance", "VolumeId", volume), percent, minutes_ago)
 
 
-def put_metric(endpoint, metric, percent, minutes_ago):
+def put_metric(endpoint, metric, figure, minutes_ago, unit="Percent"):
     namespace, name, dimension, value = metric
     boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=endpoint).put_metric_data(
         Namespace=namespace,
         MetricData=[
             {
                 "MetricName": name,
-                "Unit": "Percent",
-                "Value": percent,
+                "Unit": unit,
+                "Value": figure,
                 "Dimensions": [{"Name": dimension, "Value": value}],
                 "Timestamp": datetime.now(UTC) - timedelta(minutes=minutes_ago),
             }
@@ -62,8 +62,13 @@ def put_metric(endpoint, metric, percent, minutes_ago):
     )
 
 
-def written(state_dir):
-    return json.loads((state_dir / "burst-balance.json").read_text())
+def put_cpu_credits(endpoint, instance, credits, minutes_ago, name="CPUCreditBalance"):
+    """An instance's CPUCreditBalance datapoint (a count of credits), as AWS publishes one."""
+    put_metric(endpoint, ("AWS/EC2", name, "InstanceId", instance), credits, minutes_ago, "Count")
+
+
+def written(state_dir, name="burst-balance.json"):
+    return json.loads((state_dir / name).read_text())
 
 
 def test_the_newest_datapoint_of_the_volume_is_written_for_the_guard(settings, endpoint, capsys):
@@ -104,15 +109,26 @@ def test_on_gp3_the_instance_s_ebsiobalance_is_written_for_the_guard(
 
 
 @pytest.mark.parametrize(
-    ("setting", "value", "asked"),
+    ("setting", "value", "asked", "file"),
     [
-        ("CLOUDWATCH_VOLUME_ID", VOLUME, ("AWS/EBS", "BurstBalance", "VolumeId")),
-        ("CLOUDWATCH_INSTANCE_ID", INSTANCE, ("AWS/EC2", "EBSIOBalance%", "InstanceId")),
+        ("CLOUDWATCH_VOLUME_ID", VOLUME, ("AWS/EBS", "BurstBalance", "VolumeId"), "burst-balance"),
+        (
+            "CLOUDWATCH_INSTANCE_ID",
+            INSTANCE,
+            ("AWS/EC2", "EBSIOBalance%", "InstanceId"),
+            "burst-balance",
+        ),
+        (
+            "CLOUDWATCH_CPU_INSTANCE_ID",
+            INSTANCE,
+            ("AWS/EC2", "CPUCreditBalance", "InstanceId"),
+            "cpu-credit-balance",
+        ),
     ],
-    ids=["gp2-volume", "gp3-instance"],
+    ids=["gp2-volume", "gp3-instance", "cpu-credits-of-the-instance"],
 )
 def test_the_id_the_unit_is_given_picks_the_metric_asked_for(
-    settings, monkeypatch, setting, value, asked
+    settings, monkeypatch, setting, value, asked, file
 ):
     cloudwatch = load("guard", "shoestring_cloudwatch")
     monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
@@ -136,12 +152,16 @@ def test_the_id_the_unit_is_given_picks_the_metric_asked_for(
         )
         assert cloudwatch.main() == 0
         stub.assert_no_pending_responses()
-    assert written(settings)["metric"] == name
+    assert written(settings, f"{file}.json")["metric"] == name
+    assert [path.name for path in settings.iterdir()] == [f"{file}.json"]
 
 
-def test_without_an_id_the_unit_fails_naming_both(settings, monkeypatch):
+def test_without_an_id_the_unit_fails_naming_each(settings, monkeypatch):
     monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
-    with pytest.raises(SystemExit, match="neither CLOUDWATCH_VOLUME_ID nor CLOUDWATCH_INSTANCE_ID"):
+    with pytest.raises(
+        SystemExit,
+        match="none of CLOUDWATCH_VOLUME_ID, CLOUDWATCH_INSTANCE_ID, CLOUDWATCH_CPU_INSTANCE_ID",
+    ):
         load("guard", "shoestring_cloudwatch").main()
 
 
@@ -253,3 +273,101 @@ def test_on_gp3_cloudwatch_s_ebsiobalance_resets_the_instance_s_bucket(tmp_path)
     volume.resync(cloudwatch.poll())
     assert volume.balance_percent() == pytest.approx(12.0)
     assert volume.credits == pytest.approx(0.12 * 10_800 * 30 * 60)
+
+
+# The instance's CPU credits (AWS/EC2 CPUCreditBalance, a count of credits), beside the disk's.
+
+
+def test_the_instance_s_cpu_credit_balance_is_written_and_resets_the_guard_s_bank(
+    settings, endpoint, monkeypatch, capsys
+):
+    instance = "i-0c0c0c0c0c0c0c0c0"
+    monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
+    monkeypatch.setenv("CLOUDWATCH_CPU_INSTANCE_ID", instance)
+    put_cpu_credits(endpoint, instance, 380.0, minutes_ago=8)
+    put_cpu_credits(endpoint, instance, 412.5, minutes_ago=3)
+    put_cpu_credits(endpoint, instance, 576.0, minutes_ago=30)  # older than the 20 minutes
+    # Newer, and not ours: another metric, instance or namespace.
+    put_cpu_credits(endpoint, instance, 5.0, minutes_ago=0, name="CPUSurplusCreditBalance")
+    put_cpu_credits(endpoint, "i-0fffffffffffffff0", 6.0, minutes_ago=0)
+    put_metric(endpoint, ("AWS/EBS", "CPUCreditBalance", "InstanceId", instance), 7.0, 0, "Count")
+    assert load("guard", "shoestring_cloudwatch").main() == 0
+    reading = written(settings, "cpu-credit-balance.json")
+    assert (reading["instance_id"], reading["metric"], reading["credits"]) == (
+        instance,
+        "CPUCreditBalance",
+        412.5,
+    )
+    assert reading["error"] is None
+    assert "percent" not in reading
+    assert 0 < reading["asked_at"] - reading["datapoint_at"] < 300
+    assert (settings / "cpu-credit-balance.json").stat().st_mode & 0o777 == 0o644
+    assert not (settings / "burst-balance.json").exists(), "no disk id: no disk reading"
+    assert f"CPUCreditBalance of {instance} 412.5 credits" in capsys.readouterr().out
+
+    guard = load("guard", "shoestring_guard")
+    bank = guard.CpuCredits(baseline_vcpu=0.4, credits_max=576.0)
+    cloudwatch = guard.CloudWatchBalance(str(settings / "cpu-credit-balance.json"), "cpu")
+    cloudwatch.reset(bank)
+    assert bank.credits == 412.5
+    assert "guard: CPU credits reset to CloudWatch's 412.5 credits" in capsys.readouterr().out
+    bank.spend(2.0, 60)
+    cloudwatch.reset(bank)
+    assert bank.credits == pytest.approx(412.5 - 1.6), "the same datapoint is applied once"
+
+
+def test_on_gp3_one_run_writes_the_instance_s_ebs_balance_and_its_cpu_credits(
+    settings, endpoint, monkeypatch
+):
+    instance = "i-0d0d0d0d0d0d0d0d0"
+    monkeypatch.delenv("CLOUDWATCH_VOLUME_ID")
+    monkeypatch.setenv("CLOUDWATCH_INSTANCE_ID", instance)
+    monkeypatch.setenv("CLOUDWATCH_CPU_INSTANCE_ID", instance)
+    put_metric(endpoint, ("AWS/EC2", "EBSIOBalance%", "InstanceId", instance), 63.0, 2)
+    put_cpu_credits(endpoint, instance, 201.0, minutes_ago=2)
+    assert load("guard", "shoestring_cloudwatch").main() == 0
+    disk = written(settings)
+    cpu = written(settings, "cpu-credit-balance.json")
+    assert (disk["metric"], disk["percent"]) == ("EBSIOBalance%", 63.0)
+    assert (cpu["metric"], cpu["credits"]) == ("CPUCreditBalance", 201.0)
+
+
+def test_a_profile_that_may_not_ask_fails_each_reading(settings, monkeypatch):
+    cloudwatch = load("guard", "shoestring_cloudwatch")
+    monkeypatch.setenv("CLOUDWATCH_CPU_INSTANCE_ID", INSTANCE)
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
+    with Stubber(client) as stub:
+        for _ in range(2):
+            stub.add_client_error(
+                "get_metric_statistics",
+                service_error_code="AccessDenied",
+                service_message="not authorized to perform: cloudwatch:GetMetricStatistics",
+                http_status_code=403,
+            )
+        assert cloudwatch.main() == 1
+        stub.assert_no_pending_responses()
+    for name in ("burst-balance.json", "cpu-credit-balance.json"):
+        assert "must allow cloudwatch:GetMetricStatistics" in written(settings, name)["error"]
+
+
+def test_the_guard_says_once_when_cloudwatch_cannot_be_asked_for_the_cpu_credits(tmp_path, capsys):
+    guard = load("guard", "shoestring_guard")
+    path = tmp_path / "cpu-credit-balance.json"
+    cloudwatch = guard.CloudWatchBalance(str(path), "cpu")
+    assert cloudwatch.describe() == f"CloudWatch's CPUCreditBalance from {path}"
+    assert guard.CloudWatchBalance("", "cpu").describe() == "CloudWatch not asked (no instance id)"
+    path.write_text(
+        json.dumps(
+            {"credits": None, "datapoint_at": None, "error": "CloudWatch unreachable: timed out"}
+        )
+    )
+    assert cloudwatch.poll() is None
+    assert cloudwatch.poll() is None
+    path.write_text(json.dumps({"credits": 88.0, "datapoint_at": 3000.0, "error": None}))
+    assert cloudwatch.poll() == 88.0
+    out = capsys.readouterr().out
+    assert out.count("unreachable: timed out; going on with the modelled CPU credits alone") == 1
+    assert out.count("CloudWatch answers again (CPUCreditBalance)") == 1
+    path.write_text(json.dumps({"percent": 12.0, "datapoint_at": 4000.0, "error": None}))
+    assert cloudwatch.poll() is None, "a percent is the disk's figure, not credits"
