@@ -1,6 +1,7 @@
 """The guard (roles/guard) on the converged host, driven with a small simulated volume and a
 real write load: bulk work is paused eagerly, interactive work is still served, and bulk resumes
-only after the modelled burst balance stayed healthy for a while. Works on both brokers: the
+only after the modelled burst balance stayed healthy for a while. A small simulated CPU credit
+bank and a real CPU load pause bulk work the same way. Works on both brokers: the
 pause is a flag the bulk pool reads (core.pause), and queue depths come from the broker."""
 
 import json
@@ -9,7 +10,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from shoestring_host import env_file, host_time, journal, unit_props, wait_until
+from shoestring_host import env_file, host_time, journal, unit_props, wait_for_log, wait_until
 
 GUARD = "shoestring-guard.service"
 FLAG = "/run/shoestring-guard/pause-bulk"
@@ -166,6 +167,78 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
         ),
         30,
     )
+
+
+def metric_value(host, name):
+    """A sample of the guard's textfile for the node exporter, or None."""
+    text = host.file("/run/shoestring-guard/metrics/shoestring_guard.prom").content_string
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found[1]) if found else None
+
+
+def test_the_guard_shows_the_cpu_credit_bank_it_models(host):
+    # On by default (guard_cpu_credits): a t3.small's bank, from the host's CPU use. In a
+    # container /proc/stat is the build machine's, so the figure is its, not the container's.
+    wait_until(lambda: host.file("/run/shoestring-guard/state.json").exists, 40)
+    state = guard_state(host)
+    assert state["cpu"] == "CPU baseline 0.4 vCPU (24 credits an hour), bank of 576 credits"
+    assert state["cpu_credits_max"] == 576
+    assert 0 <= state["cpu_credits"] <= 576
+    assert state["cpu_vcpus_used"] >= 0
+    assert 0 <= metric_value(host, "shoestring_guard_cpu_credits") <= 576
+    assert metric_value(host, "shoestring_guard_cpu_credits_max") == 576
+    assert metric_value(host, "shoestring_guard_cpu_vcpus_used") >= 0
+    print(f"\nCPU credits {state['cpu_credits']:.1f} of 576, {state['cpu_vcpus_used']:.2f} vCPU")
+
+
+CPU_LOAD = "shoestring-test-cpu-load"
+# A bank of one credit (a vCPU busy for a minute) that earns 0.2 vCPU's worth: two busy CPUs
+# spend what pauses bulk work (a quarter of it) in about 10 s.
+SMALL_BANK = {
+    "GUARD_INTERVAL_S": "2",
+    "GUARD_CPU_BASELINE_VCPU": "0.2",
+    "GUARD_CPU_CREDITS_MAX": "1",
+    "GUARD_CPU_PAUSE_BELOW_CREDITS": "0.75",
+    "GUARD_CPU_RESUME_ABOVE_CREDITS": "0.9",
+}
+
+
+def test_a_cpu_load_spends_the_modelled_credits_and_pauses_bulk_work(host):
+    started = host_time(host)
+    with running_with(host, GUARD, SMALL_BANK):
+        wait_for_log(host, GUARD, started, r"bank of 1 credits: pause below 0\.75 credits", 20)
+        try:
+            # Two CPUs busy in a transient unit of their own: stopping it ends both.
+            host.check_output(
+                "systemd-run --unit=%s --collect -p RuntimeMaxSec=90 /bin/sh -c %s",
+                CPU_LOAD,
+                "yes > /dev/null & yes > /dev/null",
+            )
+            wait_until(lambda: host.file(FLAG).exists, 60, message="a CPU load did not pause")
+            # The flag is made first, the state written right after.
+            state = wait_until(lambda: (now := guard_state(host))["paused"] and now, 10)
+        finally:
+            host.run("systemctl stop %s", CPU_LOAD)
+        assert re.search(r"CPU credits 0\.\d < 0\.75", state["reason"]), state["reason"]
+        assert state["cpu_credits"] < 0.75
+        assert state["cpu_vcpus_used"] > 1.0, "two CPUs busy"
+        assert metric_value(host, "shoestring_guard_bulk_paused") == 1
+        assert metric_value(host, "shoestring_guard_cpu_credits") < 0.75
+        wait_until(
+            lambda: (
+                "paused: stopped consuming from bulk"
+                in host.check_output(
+                    "journalctl -u shoestring-worker-bulk.service --since @%s -o cat",
+                    f"{started:.0f}",
+                )
+            ),
+            30,
+            message="the bulk pool did not stop consuming",
+        )
+    print("\nguard timeline with a CPU load (seconds after the test began):")
+    for when, _, message in journal(host, GUARD, started):
+        if message.startswith("guard:"):
+            print(f"  {when - started:6.1f}s  {message}")
 
 
 CLOUDWATCH = "shoestring-cloudwatch.service"
