@@ -88,6 +88,9 @@ def _waited(batch, account, error):
                 rate_limited_until=datetime.fromtimestamp(now + wait, tz=UTC),
                 write_points_left=0,
             )
+            if error.limit and batch.op in (Op.BLOCK, Op.UNBLOCK):
+                # A window smaller than the batch would refuse it for ever: cut it to fit.
+                pacing.cut_to_fit(batch, error.limit, smallest=1)
         pacing.hand_back(batch.pk, wait)
     elif isinstance(error, CredentialsRevoked):
         account_refused(account, error)

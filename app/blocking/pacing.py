@@ -207,9 +207,7 @@ def _dispatch(owner_id, run):
             if not cursor.fetchone()[0]:
                 return 0  # another dispatcher is at it now
         # Only the columns beat's pool may read: never the password or the tokens.
-        account = one_or_none(
-            LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS)
-        )
+        account = one_or_none(LinkedAccount.objects.filter(user_id=owner_id).only(*PACING_FIELDS))
         if account is None or not account.api_enabled or account.is_rate_limited():
             return 0
         queued = list(
@@ -225,7 +223,7 @@ def _dispatch(owner_id, run):
         for batch in ready:
             if _engaged(TASK_OF_OP[batch.op]):
                 continue
-            if batch.points() > budget and not _cut_to_fit(batch, budget):
+            if batch.points() > budget and not cut_to_fit(batch, budget):
                 break  # the budget's next window; beat looks again
             budget -= batch.points()
             sent.append(batch)
@@ -244,12 +242,12 @@ def _dispatch(owner_id, run):
     return len(sent)
 
 
-def _cut_to_fit(batch, points):
+def cut_to_fit(batch, points, smallest=None):
     """Cut a batch down to what `points` pay for, the rest a ready row of its own, so a
     window's last points go to part of a batch instead of waiting for the next window;
-    False if they pay for less than Batch.smallest_part() accounts."""
+    False if they pay for fewer than `smallest` accounts (Batch.smallest_part())."""
     keep = points // (batch.points() // len(batch.dids))
-    if keep < Batch.smallest_part():
+    if keep < (smallest or Batch.smallest_part()):
         return False
     rest = {name: getattr(batch, name)[keep:] for name in ("dids", "handles", "rkeys")}
     Batch.objects.create(

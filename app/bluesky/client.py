@@ -308,6 +308,7 @@ class BlueskyClient(HttpClient):
                 f"{nsid}: rate limited ({self.rate_limit.policy or 'no policy given'})",
                 reset_at=self.rate_limit.reset_at,
                 scope=self.rate_limit.scope(nsid),
+                limit=self.rate_limit.limit,
             )
         return response
 

@@ -18,13 +18,15 @@ class RateLimited(ProviderError):
 
     scope says whose budget ran out: "account" (this person's write or sign-in budget) or
     "address" (the budget every account shares from this machine's address, or one the
-    answer did not name): only an "account" limit says anything about this person.
+    answer did not name): only an "account" limit says anything about this person. limit is
+    the whole window's size (ratelimit-limit), if the answer said.
     """
 
-    def __init__(self, message, reset_at=None, scope="address"):
+    def __init__(self, message, reset_at=None, scope="address", limit=None):
         super().__init__(message)
         self.reset_at = reset_at
         self.scope = scope
+        self.limit = limit
 
 
 class RkeyTaken(ProviderError):

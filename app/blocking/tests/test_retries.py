@@ -62,6 +62,20 @@ def test_a_rate_limit_is_a_wait_that_only_the_accounts_own_limit_marks(person, s
     assert account.is_rate_limited() is marked
 
 
+def test_an_account_window_smaller_than_the_batch_cuts_it_to_fit(person):
+    """A 429 whose window holds 150 points can never take a batch of 60 blocks (180): the
+    batch is cut to what the window holds, the rest waits as a row of its own."""
+    user = person()
+    account = LinkedAccount.objects.get(user=user)
+    dids = [f"did:plc:{i:024d}" for i in range(60)]
+    _, batch = campaign_with_batch(user, dids=dids)
+    batches._waited(batch, account, RateLimited("429", int(time.time()) + 60, "account", 150))
+    cut = Batch.objects.get(pk=batch.pk)
+    rest = Batch.objects.exclude(pk=batch.pk).get()
+    assert (cut.state, len(cut.dids), rest.state, len(rest.dids)) == ("ready", 50, "ready", 10)
+    assert cut.dids + rest.dids == dids
+
+
 def test_network_errors_are_counted_on_the_batch_and_end_it_after_the_limit(person, settings):
     user = person()
     account = LinkedAccount.objects.get(user=user)
