@@ -225,6 +225,16 @@ BAD_SETTINGS = [
         id="guard-resumes-below-its-pause-threshold",
     ),
     pytest.param(
+        {"guard_cpu_pause_below_credits": 200, "guard_cpu_resume_above_credits": 100},
+        ["guard_cpu_resume_above_credits above it", "got 200 and 100"],
+        id="guard-cpu-resumes-below-its-pause-threshold",
+    ),
+    pytest.param(
+        {"guard_cpu_baseline_vcpu": 0},
+        ["guard_cpu_baseline_vcpu must be above 0", "got 0 and 576"],
+        id="guard-cpu-baseline-of-nothing",
+    ),
+    pytest.param(
         {"app_block_batch_size": 500},
         ["app_block_batch_size 1-200", "got 500"],
         id="app-batch-larger-than-applywrites-takes",
