@@ -405,6 +405,7 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     assert host["guard_volume_type"] == "gp3"
     assert host["guard_volume_size_gib"] == 20
     assert host["guard_cloudwatch_instance_id"] == instance["InstanceId"]
+    assert host["guard_cpu_credits"] is True  # standard mode: the guard watches the bank
     assert "guard_cloudwatch_volume_id" not in host
     # The operator's group_vars beside it make the Elastic IP a name the site answers to.
     shown = ansible(
@@ -480,6 +481,7 @@ def test_gp2_and_unlimited_credits_watch_their_own_budgets(aws_env, settings, cl
     assert host["guard_volume_type"] == "gp2"
     assert host["guard_cloudwatch_volume_id"] == data
     assert "guard_cloudwatch_instance_id" not in host
+    assert host["guard_cpu_credits"] is False  # unlimited mode bills instead of holding
     gone = playbook(aws_env, "destroy", {**variables, "aws_destroy_confirm": "st-gp2"})
     assert gone.returncode == 0, gone.stdout[-4000:]
 
