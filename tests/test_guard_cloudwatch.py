@@ -173,17 +173,24 @@ def test_no_datapoint_yet_is_no_error(settings, monkeypatch, capsys):
     assert "no BurstBalance datapoint" in capsys.readouterr().out
 
 
-def test_a_profile_that_may_not_ask_fails_the_unit_and_says_why(settings, monkeypatch):
-    cloudwatch = load("guard", "shoestring_cloudwatch")
+def access_denied(cloudwatch, monkeypatch, times):
+    """The reader's CloudWatch client refuses its next `times` calls as IAM would."""
     client = boto3.client("cloudwatch", region_name="us-east-1")
     monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
-    with Stubber(client) as stub:
+    stub = Stubber(client)
+    for _ in range(times):
         stub.add_client_error(
             "get_metric_statistics",
             service_error_code="AccessDenied",
             service_message="not authorized to perform: cloudwatch:GetMetricStatistics",
             http_status_code=403,
         )
+    return stub
+
+
+def test_a_profile_that_may_not_ask_fails_the_unit_and_says_why(settings, monkeypatch):
+    cloudwatch = load("guard", "shoestring_cloudwatch")
+    with access_denied(cloudwatch, monkeypatch, 1):
         assert cloudwatch.main() == 1
     error = written(settings)["error"]
     assert "refused GetMetricStatistics (AccessDenied)" in error
@@ -335,16 +342,7 @@ def test_on_gp3_one_run_writes_the_instance_s_ebs_balance_and_its_cpu_credits(
 def test_a_profile_that_may_not_ask_fails_each_reading(settings, monkeypatch):
     cloudwatch = load("guard", "shoestring_cloudwatch")
     monkeypatch.setenv("CLOUDWATCH_CPU_INSTANCE_ID", INSTANCE)
-    client = boto3.client("cloudwatch", region_name="us-east-1")
-    monkeypatch.setattr(cloudwatch.boto3, "client", lambda *args, **kwargs: client)
-    with Stubber(client) as stub:
-        for _ in range(2):
-            stub.add_client_error(
-                "get_metric_statistics",
-                service_error_code="AccessDenied",
-                service_message="not authorized to perform: cloudwatch:GetMetricStatistics",
-                http_status_code=403,
-            )
+    with access_denied(cloudwatch, monkeypatch, 2) as stub:
         assert cloudwatch.main() == 1
         stub.assert_no_pending_responses()
     for name in ("burst-balance.json", "cpu-credit-balance.json"):
