@@ -183,7 +183,9 @@ def _block_by_halves(client, todo, done, failed):
             failed.append(todo[0][0])
             return str(refused)
         if isinstance(refused, NotFound):
-            raise  # the whole call's, not a record's (no repo, no account)
+            # The whole call's, not a record's (no repo, no account): terminal for them all.
+            failed.extend(did for did, _ in todo)
+            return str(refused)
     half = len(todo) // 2
     first = _block_by_halves(client, todo[:half], done, failed)
     return _block_by_halves(client, todo[half:], done, failed) or first
@@ -300,11 +302,19 @@ def undo_batch(self, batch_id):
     try:
         with client_for(account, interactive=batch.interactive) as client:
             if batch.op == Op.UNBLOCK:
-                client.unblock_many([rkey for rkey in batch.rkeys if rkey])
+                refused = _unblock(client, [rkey for rkey in batch.rkeys if rkey])
+                if refused:
+                    log.warning(
+                        "batch %s: Bluesky refused to delete %s block records (%s); given up",
+                        batch.pk,
+                        len(refused),
+                        ", ".join(refused),
+                    )
                 pacing.remember_write_budget(account, client.rate_limit)
             else:
                 for did in batch.dids:
-                    with suppress(NotFound):  # the account is gone; so is the mute
+                    # The account is gone, so is the mute; a refusal is terminal.
+                    with suppress(NotFound, BadRequest):
                         client.unmute(did)
     except (RateLimited, ProviderError, CredentialsRevoked, pacing.AddressBudgetSpent) as error:
         # An undo never gives up: after network errors it waits longer, up to MAX_BACKOFF_S.
@@ -313,6 +323,24 @@ def undo_batch(self, batch_id):
     Batch.objects.filter(pk=batch.pk).delete()
     count_actions(batch.op, len(batch.dids))
     pacing.dispatch(batch.owner_id)
+
+
+def _unblock(client, rkeys):
+    """Delete these block records; returns the keys the PDS refused. A refusal is terminal
+    (an invalid key, a repo the PDS does not know): trying again cannot help, so the row
+    must not be tried for ever. One invalid key fails a whole call, so a refused call is
+    tried again in halves until the refused keys stand alone; a call refused as not found
+    is the whole account's, not a key's, and gives them all up."""
+    if not rkeys:
+        return []
+    try:
+        client.unblock_many(rkeys)
+        return []
+    except (BadRequest, NotFound) as refusal:
+        if len(rkeys) == 1 or isinstance(refusal, NotFound):
+            return list(rkeys)
+    half = len(rkeys) // 2
+    return _unblock(client, rkeys[:half]) + _unblock(client, rkeys[half:])
 
 
 @task("blocking.revoke_grant", **DURABLE)

@@ -1,0 +1,87 @@
+"""A batch row is never left queued without a message (issue 22, "the stranded row").
+
+A row is marked queued by pacing.dispatch and its message goes once that commits; the task
+that takes the message moves the row on (done: gone; a wait or an error: back to ready).
+A task that ends by an error no handler catches, with acks_late, still has its message
+acknowledged, and a message that is never published never comes: either way the row waited
+as queued for the stranded sweep (10 minutes) before anyone looked at it again. These run
+the tasks here (eager), against the fake network where it can make the situation."""
+
+import pytest
+from bluesky.client import BlueskyClient
+from bluesky.errors import NotFound
+from bluesky.tids import next_tids
+from django.utils import timezone
+
+from blocking import batches
+from blocking.models import Batch
+from blocking.network import client_for
+from blocking.tests.test_retries import campaign_with_batch
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_undo(user, rkeys):
+    return Batch.objects.create(
+        owner=user,
+        op=Batch.Op.UNBLOCK,
+        dids=[f"did:plc:{'u' * 23}{i}" for i in range(len(rkeys))],
+        handles=[""] * len(rkeys),
+        rkeys=list(rkeys),
+        state=Batch.State.QUEUED,
+        queued_at=timezone.now(),
+        not_before=timezone.now(),
+    )
+
+
+def blocks_on_the_fake(user, fakesky, count):
+    """`count` block records of this person's on the fake, made as Bluesky's app would."""
+    rkeys = next_tids(count)
+    with client_for(user.account, interactive=True) as network:
+        network.block_many([f"did:plc:{'b' * 23}{i}" for i in range(count)], rkeys)
+    assert fakesky.state(user.handle)["block_count"] == count
+    return rkeys
+
+
+def test_a_block_call_refused_whole_as_not_found_fails_its_accounts(person, monkeypatch):
+    """No repo, no account: the whole call is refused, for every account in it. Terminal,
+    so they fail (and say why) rather than waiting queued, or being tried for ever."""
+    user = person()
+    dids = ("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb")
+    campaign, batch = campaign_with_batch(user, dids=dids)
+
+    def no_repo(*args, **kwargs):
+        raise NotFound("com.atproto.repo.applyWrites RepoNotFound: Could not find repo")
+
+    monkeypatch.setattr(BlueskyClient, "block_many", no_repo)
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    campaign.refresh_from_db()
+    assert (campaign.acted, campaign.failed, campaign.status) == (0, 2, "done")
+    assert "Could not find repo" in campaign.error
+
+
+def test_an_unblock_the_pds_refuses_lifts_the_rest_and_is_not_tried_for_ever(person, fakesky):
+    """One key the PDS refuses (not a valid record key) fails the whole applyWrites with a
+    400: the others are still lifted, the refused one is given up (logged), the row goes."""
+    user = person()
+    rkeys = blocks_on_the_fake(user, fakesky, 3)
+    batch = queued_undo(user, [rkeys[0], "not/a/key", *rkeys[1:]])
+    assert batches.undo_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    assert fakesky.state(user.handle)["block_count"] == 0
+
+
+def test_an_unblock_refused_whole_as_not_found_is_given_up(person, monkeypatch):
+    user = person()
+    batch = queued_undo(user, next_tids(3))
+    calls = []
+
+    def no_repo(self, rkeys):
+        calls.append(rkeys)
+        raise NotFound("com.atproto.repo.applyWrites RepoNotFound: Could not find repo")
+
+    monkeypatch.setattr(BlueskyClient, "unblock_many", no_repo)
+    assert batches.undo_batch.apply(args=[batch.pk]).state == "SUCCESS"
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    assert calls == [batch.rkeys]  # the whole call's refusal: not tried record by record
