@@ -64,6 +64,22 @@ class BatchTask(GuardedTask):
     def on_kill_switch(self, batch_id):
         pacing.hand_back(batch_id, settings.KILL_SWITCH_RETRY_S)
 
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """An error no handler caught ended the task (a bug, a refusal nobody expected, the
+        soft time limit). Its message is acknowledged all the same (acks_late acks a
+        failure), so a row still queued would wait, without a message, for the stranded
+        sweep: it goes back to beat as after a network error instead, counted and with
+        back-off, and a block batch gives up after MAX_NETWORK_FAILURES. A row a handler
+        already moved (handed back, done) is left as it is."""
+        batch_id = args[0] if args else kwargs.get("batch_id")
+        try:
+            batch = _claimed(batch_id)
+            if batch is not None:
+                log.warning("batch %s: %s: %s; handed back", batch_id, type(exc).__name__, exc)
+                _waited(batch, None, ProviderError(f"{type(exc).__name__}: {exc}"))
+        except Exception:
+            log.exception("batch %s: could not hand it back; the stranded sweep will", batch_id)
+
 
 def _companion(batch, action):
     """A mute batch of a block campaign: the mutes of a block-and-mute campaign."""

@@ -7,13 +7,17 @@ acknowledged, and a message that is never published never comes: either way the 
 as queued for the stranded sweep (10 minutes) before anyone looked at it again. These run
 the tasks here (eager), against the fake network where it can make the situation."""
 
+from datetime import timedelta
+
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 from bluesky.client import BlueskyClient
-from bluesky.errors import NotFound
+from bluesky.errors import NotFound, RateLimited
 from bluesky.tids import next_tids
+from django.conf import settings
 from django.utils import timezone
 
-from blocking import batches
+from blocking import batches, pacing
 from blocking.models import Batch
 from blocking.network import client_for
 from blocking.tests.test_retries import campaign_with_batch
@@ -85,3 +89,62 @@ def test_an_unblock_refused_whole_as_not_found_is_given_up(person, monkeypatch):
     assert batches.undo_batch.apply(args=[batch.pk]).state == "SUCCESS"
     assert not Batch.objects.filter(pk=batch.pk).exists()
     assert calls == [batch.rkeys]  # the whole call's refusal: not tried record by record
+
+
+@pytest.mark.parametrize("op", ["block", "unblock"])
+def test_an_error_no_handler_expects_hands_the_row_back_instead_of_stranding_it(
+    person, monkeypatch, op
+):
+    """The soft time limit (or any error nobody wrote a handler for) ends the task: its
+    row goes back to beat as after a network error, counted and with back-off."""
+    user = person()
+    if op == "block":
+        _, batch = campaign_with_batch(user)
+        task, call = batches.act_on_batch, "block_many"
+    else:
+        batch, task, call = queued_undo(user, next_tids(2)), batches.undo_batch, "unblock_many"
+
+    def out_of_time(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(BlueskyClient, call, out_of_time)
+    assert task.apply(args=[batch.pk]).state == "FAILURE"  # still a failure, and logged
+    batch.refresh_from_db()
+    assert (batch.state, batch.queued_at, batch.failures) == ("ready", None, 1)
+    assert batch.not_before > timezone.now()
+
+
+def test_an_error_after_the_row_was_handed_back_does_not_count_twice(person, monkeypatch):
+    user = person()
+    _, batch = campaign_with_batch(user)
+    hand_back = pacing.hand_back
+
+    def rate_limited(*args, **kwargs):
+        raise RateLimited("429", reset_at=int(timezone.now().timestamp()) + 60)
+
+    def hand_back_then_fail(*args, **kwargs):
+        hand_back(*args, **kwargs)
+        raise RuntimeError("a bug after the hand-back")
+
+    monkeypatch.setattr(BlueskyClient, "block_many", rate_limited)
+    monkeypatch.setattr(pacing, "hand_back", hand_back_then_fail)
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "FAILURE"
+    batch.refresh_from_db()
+    assert (batch.state, batch.failures) == ("ready", 0)  # the wait it was given stands
+    assert batch.not_before > timezone.now() + timedelta(seconds=50)
+
+
+def test_a_block_batch_that_keeps_dying_gives_up_like_one_that_keeps_failing(person, monkeypatch):
+    user = person()
+    campaign, batch = campaign_with_batch(user)
+    Batch.objects.filter(pk=batch.pk).update(failures=settings.MAX_NETWORK_FAILURES - 1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(BlueskyClient, "block_many", broken)
+    assert batches.act_on_batch.apply(args=[batch.pk]).state == "FAILURE"
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    campaign.refresh_from_db()
+    assert campaign.failed == 1
+    assert "Bluesky kept failing" in campaign.error
