@@ -298,7 +298,9 @@ def _committed_after_all(batches, queued_at):
 def send_all(batches, queued_at):
     """Publish a task per batch; if the broker refuses one (down, unreachable), that batch
     and the rest go back to ready for beat to send again, instead of waiting as queued rows
-    without a message until the stranded sweep."""
+    without a message until the stranded sweep. Anything else that stops the sending
+    midway (a bug, the soft time limit of the task it runs in) puts them back too, and is
+    raised."""
     for index, batch in enumerate(batches):
         try:
             send(batch)
@@ -309,6 +311,9 @@ def send_all(batches, queued_at):
             )
             back_to_ready(unsent, queued_at)
             return
+        except BaseException:
+            back_to_ready([b.pk for b in batches[index:]], queued_at)
+            raise
 
 
 def back_to_ready(batch_ids, queued_at):

@@ -20,7 +20,7 @@ from django.utils import timezone
 from blocking import batches, pacing
 from blocking.models import Batch
 from blocking.network import client_for
-from blocking.tests.test_retries import campaign_with_batch
+from blocking.tests.test_retries import campaign_with_batch, published, ready_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -148,3 +148,28 @@ def test_a_block_batch_that_keeps_dying_gives_up_like_one_that_keeps_failing(per
     campaign.refresh_from_db()
     assert campaign.failed == 1
     assert "Bluesky kept failing" in campaign.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_that_fails_for_any_reason_puts_the_unsent_rows_back(person, monkeypatch):
+    """Not only the broker's refusal: whatever stops the on-commit publish midway (a bug,
+    the soft time limit) leaves no row marked queued without its message."""
+    user = person()
+    first, second = ready_batch(user), ready_batch(user)
+    sent = []
+
+    def send_task(name, args, queue):
+        if sent:
+            raise SoftTimeLimitExceeded()
+        sent.append(args)
+
+    monkeypatch.setattr(pacing.celery_app, "send_task", send_task)
+    with pytest.raises(SoftTimeLimitExceeded):
+        pacing.dispatch(user.pk)
+    assert sent == [[first.pk]]
+    assert dict(Batch.objects.values_list("pk", "state")) == {
+        first.pk: "queued",
+        second.pk: "ready",
+    }
+    published(monkeypatch)
+    assert pacing.dispatch(user.pk) == 1
