@@ -64,6 +64,9 @@ class BatchTask(GuardedTask):
     def on_kill_switch(self, batch_id):
         pacing.hand_back(batch_id, settings.KILL_SWITCH_RETRY_S)
 
+    def work_of(self, batch_id):
+        return f" batch {batch_id}"
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         """An error no handler caught ended the task (a bug, a refusal nobody expected, the
         soft time limit). Its message is acknowledged all the same (acks_late acks a

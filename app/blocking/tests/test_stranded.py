@@ -93,10 +93,11 @@ def test_an_unblock_refused_whole_as_not_found_is_given_up(person, monkeypatch):
 
 @pytest.mark.parametrize("op", ["block", "unblock"])
 def test_an_error_no_handler_expects_hands_the_row_back_instead_of_stranding_it(
-    person, monkeypatch, op
+    person, monkeypatch, caplog, op
 ):
     """The soft time limit (or any error nobody wrote a handler for) ends the task: its
-    row goes back to beat as after a network error, counted and with back-off."""
+    row goes back to beat as after a network error, counted and with back-off; the
+    journal names the row the task ran for, and what ended it."""
     user = person()
     if op == "block":
         _, batch = campaign_with_batch(user)
@@ -112,6 +113,8 @@ def test_an_error_no_handler_expects_hands_the_row_back_instead_of_stranding_it(
     batch.refresh_from_db()
     assert (batch.state, batch.queued_at, batch.failures) == ("ready", None, 1)
     assert batch.not_before > timezone.now()
+    assert f"batch {batch.pk}: SoftTimeLimitExceeded" in caplog.text
+    assert f"{task.name} batch {batch.pk} took" in caplog.text
 
 
 def test_an_error_after_the_row_was_handed_back_does_not_count_twice(person, monkeypatch):
