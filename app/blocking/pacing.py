@@ -223,7 +223,8 @@ def _dispatch(owner_id, run):
         for batch in ready:
             if _engaged(TASK_OF_OP[batch.op]):
                 continue
-            if batch.points() > budget and not cut_to_fit(batch, budget):
+            # Work that costs no write points (mutes) goes whatever is left of them.
+            if batch.points() > max(budget, 0) and not cut_to_fit(batch, budget):
                 break  # the budget's next window; beat looks again
             budget -= batch.points()
             sent.append(batch)
@@ -245,8 +246,14 @@ def _dispatch(owner_id, run):
 def cut_to_fit(batch, points, smallest=None):
     """Cut a batch down to what `points` pay for, the rest a ready row of its own, so a
     window's last points go to part of a batch instead of waiting for the next window;
-    False if they pay for fewer than `smallest` accounts (Batch.smallest_part())."""
-    keep = points // (batch.points() // len(batch.dids))
+    False if they pay for fewer than `smallest` accounts (Batch.smallest_part()), True and
+    nothing cut if they pay for all of it."""
+    each = batch.points() // len(batch.dids) if batch.dids else 0
+    if not each:
+        return False  # costs nothing: nothing to cut
+    keep = points // each
+    if keep >= len(batch.dids):
+        return True
     if keep < (smallest or Batch.smallest_part()):
         return False
     rest = {name: getattr(batch, name)[keep:] for name in ("dids", "handles", "rkeys")}

@@ -3,9 +3,10 @@
 from datetime import timedelta
 
 import pytest
+from bluesky.errors import RateLimited
 from django.utils import timezone
 
-from blocking import pacing
+from blocking import batches, pacing
 from blocking.models import AddressBudget, Batch, LinkedAccount
 from blocking.tests.helpers import address_budget
 
@@ -92,3 +93,40 @@ def test_the_bucket_keeps_any_window_under_the_share_of_the_limit(settings):
         rate * settings.BLUESKY_ADDRESS_WINDOW_S
         >= 0.9 * settings.BLUESKY_ADDRESS_REQUESTS_PER_WINDOW
     )
+
+
+def test_a_429_whose_window_holds_the_whole_batch_cuts_nothing(person):
+    """The window's size comes with every 429 for the account: a batch it holds whole is
+    not cut (cutting made an empty row of the rest, a task for nothing each time)."""
+    user = person()
+    ready_batches(user, 1, size=2)
+    batch = Batch.objects.get(owner=user)
+    Batch.objects.filter(pk=batch.pk).update(state="queued", queued_at=timezone.now())
+    reset = int(timezone.now().timestamp()) + 60
+    batches._waited(batch, user.account, RateLimited("429", reset, "account", limit=5000))
+    assert list(Batch.objects.values_list("pk", "state", "dids")) == [
+        (batch.pk, "ready", batch.dids)
+    ]
+
+
+def test_work_that_costs_no_write_points_goes_when_the_budget_is_overspent(person):
+    """In-flight blocks may spend more than the points last reported (the budget goes below
+    zero); a mute batch costs none and still goes, and the dispatch does not fail (it
+    divided by its zero points, and beat's pass stopped at this person, every time)."""
+    user = person()
+    ready_batches(user, 1)
+    Batch.objects.filter(owner=user).update(state="queued", queued_at=timezone.now())
+    mute = Batch.objects.create(
+        owner=user,
+        op="mute",
+        dids=["did:plc:muted"],
+        handles=[""],
+        rkeys=[""],
+        not_before=timezone.now() - timedelta(seconds=1),
+    )
+    LinkedAccount.objects.filter(user=user).update(
+        write_points_left=0, write_window_reset_at=timezone.now() + timedelta(minutes=5)
+    )
+    assert pacing.dispatch(user.pk) == 1
+    mute.refresh_from_db()
+    assert mute.state == "queued"
