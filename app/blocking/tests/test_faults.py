@@ -57,7 +57,9 @@ def test_every_fault_the_network_can_inject_leaves_no_duplicate_and_none_missing
     user = person()
     unlimited(fakesky)
     fakesky.configure(latency_ms=20)
-    campaign = start(client, "faulty-3000.fake.test")
+    # 60 batches of 200: calls enough to meet every fault below before the campaign ends
+    # (with 15, it sometimes ended before the last were injected).
+    campaign = start(client, "faulty-12000.fake.test")
     under_way(campaign, 300)
     # Applied, then the connection closed before the answer: the retry's creates find
     # their own records on the PDS.
@@ -69,7 +71,7 @@ def test_every_fault_the_network_can_inject_leaves_no_duplicate_and_none_missing
     arm(fakesky, stall_s=7, stall_count=2, only=[APPLY_WRITES])
     assert celery_worker.kill_children()  # and the worker's processes killed mid-batch
     finished(campaign, timeout=300)
-    all_blocked_once(fakesky, user, campaign, 3000)
+    all_blocked_once(fakesky, user, campaign, 12_000)
 
 
 def test_a_block_removed_by_hand_before_its_expiry_still_ends_cleanly(
