@@ -166,7 +166,13 @@ def act_on_batch(self, batch_id):
     try:
         with client_for(account, interactive=batch.interactive) as client:
             if batch.op == Op.BLOCK:
-                refusal = _block_by_halves(client, todo, done, failed)
+                refused, refusal = _by_halves(
+                    lambda part: done.update(
+                        client.block_many([did for did, _ in part], [rkey for _, rkey in part])
+                    ),
+                    todo,
+                )
+                failed.extend(did for did, _ in refused)
                 if refusal:
                     log.warning("batch %s: %s refused (%s)", batch.pk, len(failed), refusal)
                     reason = REFUSED.format(error=refusal[:200])
@@ -189,25 +195,22 @@ def act_on_batch(self, batch_id):
     pacing.dispatch(batch.owner_id)
 
 
-def _block_by_halves(client, todo, done, failed):
-    """Block these (did, rkey) pairs, adding to done (did -> rkey) and failed as it goes. One
-    invalid record fails a whole call, so a refused call is tried again in halves until the
-    refused records stand alone: one among 200 costs about 16 calls, not 200. Returns the
-    text of a refusal, or "" if none."""
+def _by_halves(write, items):
+    """write(items), and when the network refuses the whole call, again in halves until the
+    refused items stand alone: one invalid record fails a whole call, and one among 200 then
+    costs about 16 calls, not 200. A call refused as not found is the whole account's (no
+    repo), not an item's: all of it is refused. Returns the refused items and the last
+    refusal's text ("" if none)."""
     try:
-        done.update(client.block_many([did for did, _ in todo], [rkey for _, rkey in todo]))
-        return ""
-    except (BadRequest, NotFound) as refused:
-        if len(todo) == 1:
-            failed.append(todo[0][0])
-            return str(refused)
-        if isinstance(refused, NotFound):
-            # The whole call's, not a record's (no repo, no account): terminal for them all.
-            failed.extend(did for did, _ in todo)
-            return str(refused)
-    half = len(todo) // 2
-    first = _block_by_halves(client, todo[:half], done, failed)
-    return _block_by_halves(client, todo[half:], done, failed) or first
+        write(items)
+        return [], ""
+    except (BadRequest, NotFound) as refusal:
+        if len(items) == 1 or isinstance(refusal, NotFound):
+            return list(items), str(refusal)
+    half = len(items) // 2
+    first, first_text = _by_halves(write, items[:half])
+    second, second_text = _by_halves(write, items[half:])
+    return first + second, second_text or first_text
 
 
 _INSERT_SQL = """
@@ -321,7 +324,10 @@ def undo_batch(self, batch_id):
     try:
         with client_for(account, interactive=batch.interactive) as client:
             if batch.op == Op.UNBLOCK:
-                refused = _unblock(client, [rkey for rkey in batch.rkeys if rkey])
+                rkeys = [rkey for rkey in batch.rkeys if rkey]
+                # A refusal is terminal (an invalid key, a repo the PDS does not know):
+                # trying again cannot help, so the row is not tried for ever.
+                refused, _ = _by_halves(client.unblock_many, rkeys) if rkeys else ([], "")
                 if refused:
                     log.warning(
                         "batch %s: Bluesky refused to delete %s block records (%s); given up",
@@ -342,24 +348,6 @@ def undo_batch(self, batch_id):
     Batch.objects.filter(pk=batch.pk).delete()
     count_actions(batch.op, len(batch.dids))
     pacing.dispatch(batch.owner_id)
-
-
-def _unblock(client, rkeys):
-    """Delete these block records; returns the keys the PDS refused. A refusal is terminal
-    (an invalid key, a repo the PDS does not know): trying again cannot help, so the row
-    must not be tried for ever. One invalid key fails a whole call, so a refused call is
-    tried again in halves until the refused keys stand alone; a call refused as not found
-    is the whole account's, not a key's, and gives them all up."""
-    if not rkeys:
-        return []
-    try:
-        client.unblock_many(rkeys)
-        return []
-    except (BadRequest, NotFound) as refusal:
-        if len(rkeys) == 1 or isinstance(refusal, NotFound):
-            return list(rkeys)
-    half = len(rkeys) // 2
-    return _unblock(client, rkeys[:half]) + _unblock(client, rkeys[half:])
 
 
 @task("blocking.revoke_grant", **DURABLE)
