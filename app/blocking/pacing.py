@@ -161,10 +161,6 @@ def points_left(account, now):
     return settings.BLUESKY_WRITE_POINTS_PER_HOUR
 
 
-def _engaged(task_name):
-    return KillSwitch.objects.filter(task_name=task_name, engaged=True).exists()
-
-
 def dispatch(owner_id):
     """Send this person's next due batches if their budget and in-flight limit allow.
 
@@ -221,7 +217,7 @@ def _dispatch(owner_id, run):
             owner_id=owner_id, state=Batch.State.READY, not_before__lte=now
         ).order_by("-interactive", "id")[:slots]
         for batch in ready:
-            if _engaged(TASK_OF_OP[batch.op]):
+            if KillSwitch.is_engaged(TASK_OF_OP[batch.op]):
                 continue
             # Work that costs no write points (mutes) goes whatever is left of them.
             if batch.points() > max(budget, 0) and not cut_to_fit(batch, budget):

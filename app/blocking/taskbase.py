@@ -31,7 +31,7 @@ class GuardedTask(Task):
     def __call__(self, *args, **kwargs):
         started = time.monotonic()
         try:
-            if KillSwitch.objects.filter(task_name=self.name, engaged=True).exists():
+            if KillSwitch.is_engaged(self.name):
                 log.warning("%s: kill switch engaged; its work waits as data", self.name)
                 self.on_kill_switch(*args, **kwargs)
                 return None
