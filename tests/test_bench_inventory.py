@@ -39,8 +39,11 @@ def settings_of(tmp_path, host):
         "workers": "_workers_common_env",
         "postgresql": "{'synchronous_commit': _postgresql_settings.synchronous_commit}",
         "redis": "{'appendonly': redis_appendonly, 'appendfsync': redis_appendfsync}",
-        # The web app's copy of the batch size, wired in group_vars (what site.yml reads).
-        "app": "{'SHOESTRING_BLOCK_BATCH_SIZE': app_block_batch_size | int}",
+        # The web app's copies of the batch size and the paging, wired in group_vars
+        # (what site.yml reads).
+        "app": "{'SHOESTRING_BLOCK_BATCH_SIZE': app_block_batch_size | int,"
+        " 'SHOESTRING_FOLLOWER_PAGE_SIZE': app_follower_page_size | int,"
+        " 'SHOESTRING_FOLLOWER_PAGE_DELAY_S': app_follower_page_delay_s | int}",
     }.items():
         (roles_dir / f"{role}_probe" / "tasks" / "main.yml").write_text(
             "- name: Print\n  ansible.builtin.debug:\n"
@@ -83,6 +86,10 @@ def test_the_tuned_host_is_the_appliance_as_shipped(tmp_path):
     found = settings_of(tmp_path, "tuned")
     assert found["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 200
     assert found["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 200
+    assert found["workers"]["SHOESTRING_FOLLOWER_PAGE_SIZE"] == 400
+    assert found["app"]["SHOESTRING_FOLLOWER_PAGE_SIZE"] == 400
+    assert found["workers"]["SHOESTRING_FOLLOWER_PAGE_DELAY_S"] == 0
+    assert found["app"]["SHOESTRING_FOLLOWER_PAGE_DELAY_S"] == 0
     assert found["workers"]["SHOESTRING_FOLLOWER_PAGE_RELEASE"] == "beat"
     assert found["postgresql"]["synchronous_commit"] == "off"
     assert found["redis"] == {"appendonly": False, "appendfsync": "everysec"}
@@ -94,6 +101,11 @@ def test_the_naive_host_is_the_seeds_stack_by_inventory_alone(tmp_path):
     assert naive["workers"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 1
     # The web app tells people when their budget pays for a batch of the workers' size.
     assert naive["app"]["SHOESTRING_BLOCK_BATCH_SIZE"] == 1
+    # The seed's pages: 5,000 followers, 10 minutes apart; the web app estimates with them.
+    assert naive["workers"]["SHOESTRING_FOLLOWER_PAGE_SIZE"] == 5000
+    assert naive["app"]["SHOESTRING_FOLLOWER_PAGE_SIZE"] == 5000
+    assert naive["workers"]["SHOESTRING_FOLLOWER_PAGE_DELAY_S"] == 600
+    assert naive["app"]["SHOESTRING_FOLLOWER_PAGE_DELAY_S"] == 600
     assert naive["workers"]["SHOESTRING_FOLLOWER_PAGE_RELEASE"] == "countdown"
     assert naive["postgresql"]["synchronous_commit"] == "on"
     assert naive["redis"] == {"appendonly": True, "appendfsync": "always"}
@@ -102,6 +114,8 @@ def test_the_naive_host_is_the_seeds_stack_by_inventory_alone(tmp_path):
         changed = {k for k in tuned[role] if tuned[role][k] != naive[role].get(k)}
         assert changed <= {
             "SHOESTRING_BLOCK_BATCH_SIZE",
+            "SHOESTRING_FOLLOWER_PAGE_SIZE",
+            "SHOESTRING_FOLLOWER_PAGE_DELAY_S",
             "SHOESTRING_FOLLOWER_PAGE_RELEASE",
             "synchronous_commit",
         }, changed

@@ -145,6 +145,18 @@ BAD_SETTINGS = [
         id="block-batch-over-the-networks-limit",
     ),
     pytest.param(
+        {"workers_follower_page_size": 50},
+        # The web app's copy (app_follower_page_size) is checked first and names both.
+        ["workers_follower_page_size", "100-10000", "got 50"],
+        id="follower-page-smaller-than-one-call",
+    ),
+    pytest.param(
+        {"workers_follower_page_delay_s": 7200},
+        # The web app's copy (app_follower_page_delay_s) is checked first and names both.
+        ["workers_follower_page_delay_s", "0-3600", "got 7200"],
+        id="follower-page-delay-over-an-hour",
+    ),
+    pytest.param(
         {"workers_watch_poll_s": 5},
         ["workers_watch_poll_s 10-3600", "got 5 and 21600"],
         id="watch-poll-hammering-the-network",
@@ -238,6 +250,16 @@ BAD_SETTINGS = [
         {"app_block_batch_size": 500},
         ["app_block_batch_size 1-200", "got 500"],
         id="app-batch-larger-than-applywrites-takes",
+    ),
+    pytest.param(
+        {"app_follower_page_size": 20000},
+        ["app_follower_page_size", "100-10000", "got 20000"],
+        id="app-follower-page-over-the-limit",
+    ),
+    pytest.param(
+        {"app_follower_page_delay_s": -1},
+        ["app_follower_page_delay_s 0-3600", "got -1"],
+        id="app-follower-page-delay-negative",
     ),
     pytest.param(
         {"guard_cloudwatch_volume_id": "my-disk"},

@@ -38,6 +38,7 @@ from .campaigns import (
     count_skips,
     finish_if_complete,
     held,
+    release_next_page,
     trusted,
     usable_account,
 )
@@ -193,6 +194,7 @@ def act_on_batch(self, batch_id):
     skips = {SkipReason.ALREADY: len(owned), SkipReason.TRUSTED: len(kept)}
     _save(batch, done, failed, skips=skips, reason=reason)
     pacing.dispatch(batch.owner_id)
+    release_next_page(batch.campaign_id)
 
 
 def _by_halves(write, items):

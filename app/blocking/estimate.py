@@ -6,8 +6,8 @@ than about 11,666 a day. The estimate assumes the account's budget is unspent
 now, plus any wait the network last imposed (a refusal, or points it reported
 spent: LinkedAccount.budget_wait_until), and that every running block campaign
 of the person shares it, so a campaign ends no sooner than all of them together
-could. Follower pages come one per
-SHOESTRING_FOLLOWER_PAGE_DELAY_S, which bounds it too.
+could. Follower pages come at most one per SHOESTRING_FOLLOWER_PAGE_DELAY_S
+(none by default: as the budget drains them), which bounds it too.
 """
 
 import math

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import pacing
 from .batches import revoke_later
-from .campaigns import fetch_follower_page, start_campaign
+from .campaigns import fetch_follower_page, page_room, start_campaign
 from .locks import task_lock
 from .models import Action, ActionRecord, Batch, Campaign, LinkedAccount
 from .taskbase import periodic
@@ -47,7 +47,10 @@ def release_due_pages(self):
             .values_list("owner_id")
             .annotate(n=Count("id"))
         )
-        room = max(1, settings.FOLLOWER_PAGE_SIZE // settings.BLOCK_BATCH_SIZE)
+        room = page_room()
+        # People whose last page has not drained are left out before the pass's limit is
+        # taken, so they cannot fill the pass while others' pages wait for a later one.
+        full = [user_id for user_id, n in waiting.items() if n >= room]
         due = list(
             Campaign.objects.filter(
                 status=Campaign.Status.RUNNING,
@@ -55,14 +58,13 @@ def release_due_pages(self):
                 next_page_at__lte=now,
                 user_id__in=_enabled_users(),
             )
+            .exclude(user_id__in=full)
             .order_by("next_page_at")
-            .values_list("pk", "user_id", "cursor", "found")[:100]
+            .values_list("pk", "cursor", "found")[:100]
         )
         lease = now + timedelta(seconds=settings.ACTION_LEASE_S)
         released = 0
-        for campaign_id, user_id, cursor, found in due:
-            if waiting.get(user_id, 0) >= room:
-                continue  # the budget has not drained the last page yet
+        for campaign_id, cursor, found in due:
             Campaign.objects.filter(pk=campaign_id).update(next_page_at=lease)
             if not cursor and not found:
                 start_campaign.delay(campaign_id)  # its first message was lost

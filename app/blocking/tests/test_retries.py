@@ -355,3 +355,96 @@ def test_one_invalid_record_among_64_is_found_by_halves(person, fakesky):
     state = fakesky.state(user.handle)
     assert state["block_count"] == 63
     assert state["calls_by_method"]["com.atproto.repo.applyWrites"] == 13
+
+
+def test_people_whose_last_page_has_not_drained_do_not_fill_beats_pass(
+    person, django_user_model, settings
+):
+    """A pass releases at most 100 pages. The 100 campaigns due longest, whose people still
+    have a page of batches waiting, are passed over before that limit is taken: the
+    campaign behind them whose person has drained theirs gets its page in this pass."""
+    from unittest import mock
+
+    from blocking import campaigns
+
+    settings.FOLLOWER_PAGE_SIZE = 2 * settings.BLOCK_BATCH_SIZE  # a page is two batches
+    long_ago = timezone.now() - timedelta(minutes=10)
+
+    def paging(user, due_at, waiting):
+        campaign = Campaign.objects.create(
+            user=user, target_handle="t.fake.test", target_did="did:plc:t", action="block",
+            scope="followers", expected=1000, found=400, cursor="c1", next_page_at=due_at,
+        )  # fmt: skip
+        for _ in range(waiting):
+            Batch.objects.create(
+                owner=user, campaign=campaign, op="block", dids=["did:plc:b"], handles=[""],
+                rkeys=next_tids(1), not_before=timezone.now(),
+            )  # fmt: skip
+        return campaign
+
+    for n in range(100):
+        user = django_user_model.objects.create_user(f"full{n}", password="x")
+        LinkedAccount.objects.create(
+            user=user, handle=f"full{n}.fake.test", did=f"did:plc:full{n}", service_url="x"
+        )
+        paging(user, long_ago, waiting=2)
+    drained = paging(person("drained"), long_ago + timedelta(minutes=5), waiting=1)
+    sent = []
+    with mock.patch.object(campaigns.fetch_follower_page, "delay", lambda *a: sent.append(a)):
+        assert upkeep.release_due_pages.apply().result == 1
+    assert sent == [(drained.pk, "c1")]
+
+
+def test_the_batch_that_drains_a_page_releases_the_next_at_once_and_only_once(
+    person, settings, django_capture_on_commit_callbacks
+):
+    """Pages come as the budget drains them, not a beat pass later: once a person has less
+    than a page of batches waiting, a due campaign's next page is sent and its due time
+    moved a lease ahead, so neither a second call nor beat sends it twice."""
+    from unittest import mock
+
+    from blocking import campaigns
+
+    settings.FOLLOWER_PAGE_SIZE = 2 * settings.BLOCK_BATCH_SIZE  # a page is two batches
+    user = person()
+    campaign, batch = campaign_with_batch(user)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        pages_done=False, cursor="c2", next_page_at=timezone.now()
+    )
+    Batch.objects.create(
+        owner=user, campaign=campaign, op="block", dids=["did:plc:b"], handles=[""],
+        rkeys=next_tids(1), not_before=timezone.now(),
+    )  # fmt: skip
+    sent = []
+    with (
+        mock.patch.object(campaigns.fetch_follower_page, "delay", lambda *a: sent.append(a)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert not campaigns.release_next_page(campaign.pk)  # a page's worth still waits
+        batch.delete()
+        assert campaigns.release_next_page(campaign.pk)
+        assert not campaigns.release_next_page(campaign.pk)  # claimed: a lease ahead now
+        assert upkeep.release_due_pages.apply().result == 0
+    assert sent == [(campaign.pk, "c2")]
+    campaign.refresh_from_db()
+    assert campaign.next_page_at > timezone.now() + timedelta(seconds=settings.ACTION_LEASE_S - 60)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"next_page_at": timezone.now() + timedelta(minutes=5)}, "a watch poll not due yet"),
+        ({"pages_done": True}, "every page read"),
+        ({"status": "cancelled"}, "ended"),
+        ({"cursor": "", "found": 0}, "not taken in yet: start_campaign's"),
+    ],
+)
+def test_no_page_is_released_early_for_a_campaign_that_is_not_due(person, change, why):
+    from blocking import campaigns
+
+    user = person()
+    campaign, batch = campaign_with_batch(user)
+    batch.delete()
+    fields = {"pages_done": False, "cursor": "c2", "next_page_at": timezone.now(), **change}
+    Campaign.objects.filter(pk=campaign.pk).update(**fields)
+    assert not campaigns.release_next_page(campaign.pk), why

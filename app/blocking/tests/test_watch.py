@@ -25,10 +25,11 @@ def waiting_dids():
 
 
 @pytest.fixture
-def watched(request, client, person, django_capture_on_commit_callbacks):
+def watched(request, client, person, django_capture_on_commit_callbacks, settings):
     """A watched campaign against TARGET's followers (or the target the test gives), its
-    first pass taken in; returns a function that runs the campaign's next page (a poll, or
-    a rescan's page) here."""
+    first pass taken in (one page); returns a function that runs the campaign's next page
+    (a poll, or a rescan's page) here."""
+    settings.FOLLOWER_PAGE_SIZE = 5000
     user = person()
     TokenBucket.objects.filter(user=user).update(refill_per_hour=0)
     target = getattr(request, "param", TARGET)

@@ -203,11 +203,16 @@ FOLLOWER_CAP = env_int("SHOESTRING_FOLLOWER_CAP", 200_000)
 TOKEN_BUCKET_CAPACITY = env_int("SHOESTRING_TOKEN_BUCKET_CAPACITY", 25_000)
 TOKEN_BUCKET_REFILL_PER_HOUR = env_int("SHOESTRING_TOKEN_BUCKET_REFILL_PER_HOUR", 1_000)
 
-# Paging: one task fetches a page of followers (many API calls of 100), queues
-# the batches, and the next page is released after a pause, so a huge account
-# enters the queue in spaced-out waves.
-FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 5_000)
-FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 600)
+# Paging: one task fetches a page of followers (API calls of 100) and queues the
+# batches; the next page is released (by the batch that drains the last one, or
+# by beat) once the person has less than a page of batches waiting and at least
+# the delay has passed, so a huge account enters the queue in waves as small as
+# the person's budget drains them. Read just in time: with the seed's 5,000 a
+# page (50 calls) 10 minutes apart, every campaign's page went ahead of the
+# batches it made, a newcomer's first block waited behind everyone's pages, and
+# what was read but not yet blocked grew (docs/queues.md).
+FOLLOWER_PAGE_SIZE = env_int("SHOESTRING_FOLLOWER_PAGE_SIZE", 400)
+FOLLOWER_PAGE_DELAY_S = env_int("SHOESTRING_FOLLOWER_PAGE_DELAY_S", 0)
 BLOCK_BATCH_SIZE = env_int("SHOESTRING_BLOCK_BATCH_SIZE", 200)
 # How the next page is released after the pause: "beat" (a due time in the
 # database, released by the periodic task) or "countdown" (a Celery countdown
@@ -324,6 +329,13 @@ if not 1 <= BLOCK_BATCH_SIZE <= 200:
     raise ImproperlyConfigured(
         "SHOESTRING_BLOCK_BATCH_SIZE must be 1-200 (writes per applyWrites),"
         f" not {BLOCK_BATCH_SIZE}"
+    )
+if not (100 <= FOLLOWER_PAGE_SIZE <= 10_000 and 0 <= FOLLOWER_PAGE_DELAY_S <= 3600):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SHOESTRING_FOLLOWER_PAGE_SIZE must be 100-10000 and SHOESTRING_FOLLOWER_PAGE_DELAY_S"
+        f" 0-3600, not {FOLLOWER_PAGE_SIZE} and {FOLLOWER_PAGE_DELAY_S}"
     )
 if (
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]

@@ -157,6 +157,8 @@ def test_the_seeds_naive_stack_made_by_inventory_alone_is_measured_the_same_way(
     environ = host.run("tr '\\0' '\\n' < /proc/%s/environ", pid).stdout.split()
     assert "SHOESTRING_BLOCK_BATCH_SIZE=1" in environ
     assert "SHOESTRING_FOLLOWER_PAGE_RELEASE=countdown" in environ
+    assert "SHOESTRING_FOLLOWER_PAGE_SIZE=5000" in environ
+    assert "SHOESTRING_FOLLOWER_PAGE_DELAY_S=600" in environ
     naive = smoke(agent_in_host, "naive", capsys)
     tuned = SMOKES.get("tuned")
     if tuned and tuned["wal_bytes_per_block"] and naive["wal_bytes_per_block"]:
