@@ -183,6 +183,16 @@ def _service(s):
     )
 
 
+def _requests(f):
+    """What the host sent the network a second and its share of the per-IP limit: every
+    request counts (pages, writes, the clicks' and campaign starts' own), not only blocks."""
+    if f.get("fake_requests") is None or not f.get("seconds"):
+        return "not measured"
+    rate = f["fake_requests"] / f["seconds"]
+    limit = analysis.ip_rate(f.get("fake_settings") or {})
+    return f"{_fmt(rate, 2)}, {_fmt(100 * rate / limit)}%"
+
+
 def units_line(figures):
     """Which units the appliance's CPU counts (an older summary names none)."""
     units = sorted({u for f in figures.values() for u in f.get("appliance_units") or ()})
@@ -382,6 +392,7 @@ def summary_markdown(meta, figures, verdict_rows, ratio, ceiling, services=True)
         "progress JSON p50 / p99 (n)",
         lambda f: _latency(f["progress_json"]),
     )
+    row("requests to the network a second, share of the per-IP limit", _requests)
     row(
         "fake: 429s per account / per IP",
         lambda f: f"{_fmt(f['fake_429'])} / {_fmt(f['fake_ip_429'])}",

@@ -887,3 +887,46 @@ def test_a_watch_run_replaces_the_latest_watching_table_of_the_real_docs(tmp_pat
         "- 2026-12-05 11:00 commit abc1234: watching, 10 new followers a minute; wait median"
         " 171 s, max 332 s, 0 missed: [`r/summary.md`](../r/summary.md)"
     )
+
+
+def test_two_runs_of_one_host_join_into_one_headline_with_the_ratio(tmp_path):
+    """`--hosts tuned` and `--hosts naive` run apart, joined: one table of both hosts, the
+    ratio and every target, the naive half's date and commit said, the docs' headline
+    replaced as a run of both replaces it; and what the host sent the network a second."""
+    from bench import join, run
+
+    docs_path = tmp_path / "benchmarks.md"
+    docs_path.write_text(run.DOCS.read_text())
+    tuned = analysis.summarize(stream(), 100, 14, batch_size=200) | {"fake_requests": 5400}
+    naive = analysis.summarize(stream(bulk_vcpu=0.2), 100, 14, batch_size=1)
+    naive["write_ios_per_block_with_flush"] = 150 * tuned["write_ios_per_block_with_flush"]
+    halves = {}
+    for role, figures, changes in (
+        ("tuned", tuned, {"commit": "tuned1"}),
+        ("naive", naive, {"commit": "naive1", "date": "2026-11-26 09:00", "minutes": 10.0}),
+    ):
+        directory = tmp_path / role
+        directory.mkdir()
+        meta = run_meta(f"bench/results/{role}", **changes)
+        ceiling = analysis.ceiling_figures({}, figures["blocks_per_s"], figures["batch_size"])
+        summary = {"meta": meta, "figures": {role: figures}, "targets": [], "ratio": None}
+        summary["ceiling"] = ceiling
+        (directory / "summary.json").write_text(json.dumps(summary, default=str))
+        halves[role] = directory
+    text = join.join(halves["tuned"], halves["naive"], docs_path).splitlines()
+    assert "| figure | tuned | naive |" in text
+    assert "| naive/tuned write IOs per block >= 100 | 150.0x | met |" in text
+    assert "| requests to the network a second, share of the per-IP limit | 9.00, 90.0% |" in (
+        "\n".join(text)
+    )
+    assert any(
+        "The naive half ran on its own: 2026-11-26 09:00, commit naive1, 10 min, 50 people"
+        " ([`bench/results/naive/summary.md`](../bench/results/naive/summary.md))." in line
+        for line in text
+    )
+    assert (halves["tuned"] / "summary.md").read_text().splitlines() == text
+    joined = json.loads((halves["tuned"] / "summary.json").read_text())
+    assert joined["ratio"] == pytest.approx(150)
+    latest = docs.section(docs_path.read_text(), run.HEADLINE)
+    assert "commit tuned1" in latest
+    assert "150.0x" in latest
