@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from . import analysis, docs, report
-from .run import DOCS, docs_sections, run_entry
+from .run import DOCS, update_docs, write_summary
 
 
 def join(tuned_dir, naive_dir, docs_path=DOCS):
@@ -25,16 +25,8 @@ def join(tuned_dir, naive_dir, docs_path=DOCS):
     )
     verdict_rows, ratio = analysis.verdicts(figures["tuned"], figures["naive"])
     ceiling = tuned["ceiling"]
-    summary = report.summary_markdown(meta, figures, verdict_rows, ratio, ceiling)
-    (tuned_dir / "summary.md").write_text(summary)
-    joined = {"meta": meta, "figures": figures, "targets": verdict_rows, "ratio": ratio}
-    joined["ceiling"] = ceiling
-    (tuned_dir / "summary.json").write_text(json.dumps(joined, indent=1, default=str))
-    docs.update(
-        docs_path,
-        docs_sections(meta, figures, verdict_rows, ratio, ceiling),
-        run_entry(meta, figures, ratio),
-    )
+    summary = write_summary(tuned_dir, meta, figures, verdict_rows, ratio, ceiling)
+    update_docs(docs_path, meta, figures, verdict_rows, ratio, ceiling)
     return summary
 
 

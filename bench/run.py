@@ -342,6 +342,26 @@ def smoke_problems(figures, out):
     return problems
 
 
+def write_summary(out, meta, figures, verdict_rows, ratio, ceiling):
+    """What git keeps of a run: summary.md and summary.json in its directory; returns the
+    Markdown."""
+    summary = report.summary_markdown(meta, figures, verdict_rows, ratio, ceiling)
+    (out / "summary.md").write_text(summary)
+    kept = {"meta": meta, "figures": figures, "targets": verdict_rows, "ratio": ratio}
+    kept["ceiling"] = ceiling
+    (out / "summary.json").write_text(json.dumps(kept, indent=1, default=str))
+    return summary
+
+
+def update_docs(path, meta, figures, verdict_rows, ratio, ceiling):
+    """docs/benchmarks.md after a run: its latest table of that kind, its line in the list."""
+    docs.update(
+        path,
+        docs_sections(meta, figures, verdict_rows, ratio, ceiling),
+        run_entry(meta, figures, ratio),
+    )
+
+
 def docs_sections(meta, figures, verdict_rows, ratio, ceiling):
     """What a run puts in docs/benchmarks.md: a calibration run its calibration lines, any
     other its summary without the rows per service; each links the whole summary."""
@@ -440,28 +460,10 @@ def main(argv=None):
     ceiling = analysis.ceiling_figures(
         start.get("fake_settings", {}), tuned.get("blocks_per_s", 0), tuned.get("batch_size")
     )
-    summary = report.summary_markdown(meta, figures, verdict_rows, ratio, ceiling)
-    (out / "summary.md").write_text(summary)
-    (out / "summary.json").write_text(
-        json.dumps(
-            {
-                "meta": meta,
-                "figures": figures,
-                "targets": verdict_rows,
-                "ratio": ratio,
-                "ceiling": ceiling,
-            },
-            indent=1,
-            default=str,
-        )
-    )
+    summary = write_summary(out, meta, figures, verdict_rows, ratio, ceiling)
     print(summary)
     if not args.smoke:
-        docs.update(
-            DOCS,
-            docs_sections(meta, figures, verdict_rows, ratio, ceiling),
-            run_entry(meta, figures, ratio),
-        )
+        update_docs(DOCS, meta, figures, verdict_rows, ratio, ceiling)
     if args.smoke:
         problems = smoke_problems(figures, out)
         if problems:

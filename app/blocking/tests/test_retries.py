@@ -357,6 +357,14 @@ def test_one_invalid_record_among_64_is_found_by_halves(person, fakesky):
     assert state["calls_by_method"]["com.atproto.repo.applyWrites"] == 13
 
 
+def waiting_batch(campaign):
+    """A ready batch of one account, waiting for the campaign's person."""
+    return Batch.objects.create(
+        owner_id=campaign.user_id, campaign=campaign, op="block", dids=["did:plc:b"],
+        handles=[""], rkeys=next_tids(1), not_before=timezone.now(),
+    )  # fmt: skip
+
+
 def test_people_whose_last_page_has_not_drained_do_not_fill_beats_pass(
     person, django_user_model, settings
 ):
@@ -376,10 +384,7 @@ def test_people_whose_last_page_has_not_drained_do_not_fill_beats_pass(
             scope="followers", expected=1000, found=400, cursor="c1", next_page_at=due_at,
         )  # fmt: skip
         for _ in range(waiting):
-            Batch.objects.create(
-                owner=user, campaign=campaign, op="block", dids=["did:plc:b"], handles=[""],
-                rkeys=next_tids(1), not_before=timezone.now(),
-            )  # fmt: skip
+            waiting_batch(campaign)
         return campaign
 
     for n in range(100):
@@ -411,10 +416,7 @@ def test_the_batch_that_drains_a_page_releases_the_next_at_once_and_only_once(
     Campaign.objects.filter(pk=campaign.pk).update(
         pages_done=False, cursor="c2", next_page_at=timezone.now()
     )
-    Batch.objects.create(
-        owner=user, campaign=campaign, op="block", dids=["did:plc:b"], handles=[""],
-        rkeys=next_tids(1), not_before=timezone.now(),
-    )  # fmt: skip
+    waiting_batch(campaign)
     sent = []
     with (
         mock.patch.object(campaigns.fetch_follower_page, "delay", lambda *a: sent.append(a)),
