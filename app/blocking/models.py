@@ -385,11 +385,13 @@ class Batch(models.Model):
 
 
 class AddressBudget(models.Model):
-    """The requests every account of this appliance may still send from its one address:
-    a token bucket shared by all worker processes (blocking.pacing). Made from the settings
-    on first use; an operator may change capacity and refill here (admin) at run time."""
+    """The requests every account may still send from one egress address: a token bucket
+    shared by all the processes whose requests leave from it (blocking.pacing), named by
+    their SHOESTRING_EGRESS_ADDRESS. Made from the settings on first use; an operator may
+    change capacity and refill here (admin) at run time."""
 
-    name = models.CharField(max_length=40, primary_key=True)
+    # Long enough for a host name, which a deployment may use as the address's name.
+    name = models.CharField(max_length=255, primary_key=True)
     tokens = models.FloatField()
     capacity = models.FloatField()
     refill_per_s = models.FloatField()

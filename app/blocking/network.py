@@ -46,6 +46,7 @@ def new_client(identifier, app_password, service_url=None, **options) -> Bluesky
         app_password,
         timeout=settings.BLUESKY_TIMEOUT_S,
         allow_loopback_pds=settings.BLUESKY_ALLOW_LOOPBACK_PDS,
+        allow_pds_networks=settings.BLUESKY_ALLOW_PDS_NETWORK,
         **options,
     )
 
@@ -78,7 +79,9 @@ def oauth_client_key() -> jwk.ECKey:
 
 
 def _check_url(url):
-    return check_pds_url(url, settings.BLUESKY_ALLOW_LOOPBACK_PDS)
+    return check_pds_url(
+        url, settings.BLUESKY_ALLOW_LOOPBACK_PDS, settings.BLUESKY_ALLOW_PDS_NETWORK
+    )
 
 
 def _resolve_handle(handle):

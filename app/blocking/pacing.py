@@ -8,11 +8,13 @@ Two budgets bound what may be sent:
   that, less what their tasks in flight will spend, covers them, and only
   MAX_IN_FLIGHT_PER_ACCOUNT at a time. The rest wait as Batch rows that beat releases
   (`blocking.release_batches`), never as tasks retrying with a countdown.
-- the appliance's address (3,000 requests per 5 minutes for all accounts together): a token
-  bucket in Postgres that every worker process takes from before each request
+- the address the requests leave from (3,000 requests per 5 minutes for all accounts
+  together): a token bucket in Postgres, one row per egress address (EGRESS_ADDRESS), that
+  every worker process behind that address takes from before each request
   (`take_address_budget`). Its size and refill keep any window of that length under
   ADDRESS_BUDGET_SHARE of the limit, and bulk work always leaves INTERACTIVE_RESERVE
-  requests for a person waiting on one block.
+  requests for a person waiting on one block. A worker host with an address of its own has
+  a bucket of its own; an account's write points are the account's, whichever host sends.
 """
 
 import logging
@@ -34,7 +36,6 @@ from .taskbase import INFRA_ERRORS
 
 log = logging.getLogger(__name__)
 
-ADDRESS = "global-ip"
 PACING_FIELDS = (
     "id",
     "user_id",
@@ -60,7 +61,7 @@ TASK_OF_OP = {
 
 
 class AddressBudgetSpent(Exception):
-    """The appliance's shared per-address budget has no request to spare for a while."""
+    """The shared budget of this host's egress address has no request to spare for a while."""
 
     def __init__(self, wait_s):
         super().__init__(f"the shared per-address budget is spent for {wait_s:.0f}s")
@@ -91,9 +92,10 @@ _LEVEL_SQL = f"SELECT {_REFILLED}, refill_per_s FROM blocking_addressbudget WHER
 
 
 def try_address_budget(cost=1, interactive=False):
-    """Take `cost` requests from the shared budget; 0 if taken, else seconds to wait."""
+    """Take `cost` requests from this egress address's budget; 0 if taken, else seconds to
+    wait."""
     params = {
-        "name": ADDRESS,
+        "name": settings.EGRESS_ADDRESS,
         "cost": cost,
         "reserve": 0 if interactive else settings.INTERACTIVE_RESERVE,
     }
@@ -109,7 +111,7 @@ def try_address_budget(cost=1, interactive=False):
                 "INSERT INTO blocking_addressbudget"
                 " (name, tokens, capacity, refill_per_s, refilled_at)"
                 " VALUES (%s, %s, %s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
-                [ADDRESS, capacity, capacity, rate],
+                [params["name"], capacity, capacity, rate],
             )
             return try_address_budget(cost, interactive)
     level, rate = row
@@ -125,7 +127,7 @@ def force_address_budget(cost=1):
             cursor.execute(
                 f"UPDATE blocking_addressbudget SET tokens = {_REFILLED} - %s,"  # noqa: S608
                 " refilled_at = GREATEST(refilled_at, clock_timestamp()) WHERE name = %s",
-                [cost, ADDRESS],
+                [cost, settings.EGRESS_ADDRESS],
             )
 
 

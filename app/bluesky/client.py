@@ -7,7 +7,8 @@ Sessions work as with the reference PDS (bluesky-social/atproto, docs/fakesky.md
 once (createSession), keep the tokens, and talk to the account's own PDS, which the
 session's DID document names (#atproto_pds). That address comes from the person's DID
 document, so the client sends tokens and passwords only to public https servers
-(allow_loopback_pds lets a test or demo network on this machine's loopback through).
+(allow_loopback_pds lets a test or demo network on this machine's loopback through, and
+allow_pds_networks one on a private test network of several hosts).
 """
 
 import ipaddress
@@ -130,10 +131,11 @@ def pds_from_did_doc(did_doc) -> str | None:
     return None
 
 
-def check_pds_url(url: str, allow_loopback: bool = False) -> str:
+def check_pds_url(url: str, allow_loopback: bool = False, allow_networks=()) -> str:
     """The URL, without a trailing slash, if tokens may go there; raises UnsafePds otherwise.
 
-    Only https to public addresses; with allow_loopback, also http or https to loopback.
+    Only https to public addresses; with allow_loopback, also http or https to loopback, and
+    to addresses inside allow_networks (ip_network objects: a test network's).
     Raises ProviderError when the name does not resolve (worth trying again later).
     """
     parts = urlsplit(url)
@@ -145,7 +147,11 @@ def check_pds_url(url: str, allow_loopback: bool = False) -> str:
         checked = (time.monotonic(), _addresses(host))
         _CHECKED_HOSTS[host] = checked
     addresses = checked[1]
-    if allow_loopback and all(address.is_loopback for address in addresses):
+    if all(
+        (allow_loopback and address.is_loopback)
+        or any(address in network for network in allow_networks)
+        for address in addresses
+    ):
         return url.rstrip("/")
     if parts.scheme != "https":
         raise UnsafePds(f"{url}: not https")
@@ -209,6 +215,7 @@ class BlueskyClient(HttpClient):
         timeout: float = 20.0,
         transport: httpx.BaseTransport | None = None,
         allow_loopback_pds: bool = False,
+        allow_pds_networks=(),
         before_request: Callable[[str], None] | None = None,
         oauth: DpopAuth | None = None,
     ):
@@ -218,6 +225,7 @@ class BlueskyClient(HttpClient):
         self.session = session
         self._on_session = on_session
         self._allow_loopback_pds = allow_loopback_pds
+        self._allow_pds_networks = allow_pds_networks
         # Called with the NSID before every request: where a shared budget is taken.
         self._before_request = before_request
         self._pds_checked = None
@@ -240,7 +248,7 @@ class BlueskyClient(HttpClient):
         else:
             url = (self.session and self.session.pds_url) or self.service_url
         if url != self._pds_checked:
-            check_pds_url(url, self._allow_loopback_pds)
+            check_pds_url(url, self._allow_loopback_pds, self._allow_pds_networks)
             self._pds_checked = url
         return url.rstrip("/")
 
@@ -281,7 +289,11 @@ class BlueskyClient(HttpClient):
 
     def _store_session(self, data: dict) -> Session:
         pds = pds_from_did_doc(data.get("didDoc"))
-        pds = check_pds_url(pds, self._allow_loopback_pds) if pds else self.service_url
+        pds = (
+            check_pds_url(pds, self._allow_loopback_pds, self._allow_pds_networks)
+            if pds
+            else self.service_url
+        )
         self.session = Session(
             did=data["did"],
             handle=data.get("handle", ""),

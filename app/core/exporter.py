@@ -2,8 +2,9 @@
 on 127.0.0.1 only): what the workers counted (`core.task_metrics`, read from every pool's
 multiprocess directory) and, asked at each scrape, what waits and what is held back: queue depth
 and the oldest message's age per queue (from the broker: Redis or SQS), campaigns running, people
-waiting on a rate limit, the shared per-address budget left, kill switches engaged, the guard's
-pause flag and the certificate nginx serves.
+waiting on a rate limit, each egress address's budget left (every bucket in the table, so one
+exporter shows every worker host's), kill switches engaged, the guard's pause flag and the
+certificate nginx serves.
 
 Each source is read on its own: one that fails reports `shoestring_exporter_source_up 0` (and
 logs why) while the others still answer."""
@@ -125,13 +126,13 @@ class AppCollector:
             engaged_count.add_metric([], engaged_total)
             tokens = GaugeMetricFamily(
                 "shoestring_address_budget_tokens",
-                "Requests the appliance's accounts may still send from its address now "
-                "(the shared per-IP token bucket, refilled to this moment).",
+                "Requests the accounts may still send from one egress address now (its "
+                "per-IP token bucket, refilled to this moment; budget: SHOESTRING_EGRESS_ADDRESS).",
                 labels=["budget"],
             )
             capacity = GaugeMetricFamily(
                 "shoestring_address_budget_capacity",
-                "Capacity of the shared per-IP token bucket.",
+                "Capacity of one egress address's per-IP token bucket.",
                 labels=["budget"],
             )
             for budget in AddressBudget.objects.all():

@@ -160,6 +160,7 @@ class FakeBluesky:
 
     def __setstate__(self, state):
         state.setdefault("posts", posts.Posts())  # a state file from before posts
+        state.setdefault("by_address", {})  # one from before the per-address counts
         state.setdefault("arrivals", arrivals.Arrivals())  # ... or before arrivals
         state.setdefault("feed", Feed(self))
         state.setdefault("oauth", oauth.OAuth(self, SERVICE_DID))  # ... or before OAuth
@@ -210,6 +211,9 @@ class FakeBluesky:
         self.requests = 0
         self.rate_limited = 0
         self.ip_rate_limited = 0
+        # Per client address (each worker host's own on a test network): its requests, its
+        # write calls answered 200, and its refusals by the per-address limit.
+        self.by_address = {}
 
     # -- test hooks and seeding ------------------------------------------------
     def reset(self):
@@ -330,6 +334,7 @@ class FakeBluesky:
                 "requests": self.requests,
                 "rate_limited": self.rate_limited,
                 "ip_rate_limited": self.ip_rate_limited,
+                "addresses": {address: dict(counts) for address, counts in self.by_address.items()},
                 "accounts": len(self.accounts),
                 "blocks": sum(len(a.repo) for a in self.accounts.values()),
                 "duplicates": sum(a.repo.duplicates for a in self.accounts.values()),
@@ -415,6 +420,14 @@ class FakeBluesky:
     def _count(self, call, answer):
         who = call.account or self._attribute(call)
         route = ROUTES.get(call.request.nsid)
+        counts = self.by_address.setdefault(
+            call.request.client_ip, {"requests": 0, "writes": 0, "ip_rate_limited": 0}
+        )
+        counts["requests"] += 1
+        if route is not None and route.limits == "write" and answer.status == 200:
+            counts["writes"] += 1
+        if call.refusal is not None and call.refusal["limiter"] == "global-ip":
+            counts["ip_rate_limited"] += 1
         if who is not None:
             who.calls += 1
             if route is not None:  # known names only: a client cannot grow the dict

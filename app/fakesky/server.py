@@ -17,6 +17,7 @@ Test hooks (never part of Bluesky's API; JSON in, JSON out):
                          "only": [NSID, ...]}   see faults.py
   GET|POST /_fake/config   read or change settings (config.py)
   GET /_fake/state[?handle=H]   per account: blocks held, duplicates, writes refused, 429s;
+                        per client address: requests, writes, per-address 429s;
                         the posts and arrival streams; OAuth's counts
   GET|POST /_fake/oauth {"authorize_url", "granular_scopes", "expire_access_tokens": true,
                          "nonce_rotate": true}   OAuth settings; every access token expired

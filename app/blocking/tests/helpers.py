@@ -1,14 +1,14 @@
 """What the end-to-end tests share: start a campaign through the web page, wait for it,
-lift the network's budget, size the shared address budget like the fake's."""
+lift the network's budget, size an egress address's budget like the fake's."""
 
 import contextlib
 from unittest import mock
 
 from conftest import wait_until
+from django.conf import settings
 
 from blocking import pacing, tasks
 from blocking.models import AddressBudget, Campaign
-from blocking.pacing import ADDRESS
 
 
 def unlimited(fakesky):
@@ -48,15 +48,16 @@ def finished(campaign, timeout):
     return campaign
 
 
-def address_budget(requests, window_s, share=0.97, reserve=30):
-    """Size the workers' shared per-address bucket for a fake limit of `requests` per
-    `window_s` (what the settings would make of BLUESKY_ADDRESS_*), full now."""
+def address_budget(requests, window_s, share=0.97, reserve=30, name=None):
+    """Size the bucket of an egress address (by default this process's, EGRESS_ADDRESS) for
+    a fake limit of `requests` per `window_s` (what the settings would make of
+    BLUESKY_ADDRESS_*), full now."""
     allowed = requests * share
     capacity = max(reserve + 10, allowed / 30)
     from django.utils import timezone
 
     AddressBudget.objects.update_or_create(
-        name=ADDRESS,
+        name=name or settings.EGRESS_ADDRESS,
         defaults={
             "tokens": capacity,
             "capacity": capacity,

@@ -1,9 +1,13 @@
 """The two budgets as pacing reads them (no broker: what is checked is what would be sent)."""
 
+import os
 from datetime import timedelta
 
 import pytest
 from bluesky.errors import RateLimited
+from conftest import run_manage
+from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from blocking import batches, pacing
@@ -82,6 +86,55 @@ def test_bulk_work_leaves_the_interactive_reserve(settings):
     with pytest.raises(pacing.AddressBudgetSpent):
         pacing.take_address_budget(1, max_wait_s=0.1)
     assert capacity >= settings.INTERACTIVE_RESERVE + 10
+
+
+def test_each_egress_address_draws_on_a_budget_of_its_own(settings):
+    reserve = settings.INTERACTIVE_RESERVE
+    for name in ("worker-a", "worker-b"):
+        address_budget(300, 30, reserve=reserve, name=name)
+    AddressBudget.objects.update(refill_per_s=0.001)
+    capacity = AddressBudget.objects.get(name="worker-a").capacity
+    bulk_share = int(capacity - reserve)
+
+    def tokens():
+        return {
+            name: round(left, 1)
+            for name, left in AddressBudget.objects.values_list("name", "tokens")
+        }
+
+    settings.EGRESS_ADDRESS = "worker-a"
+    assert pacing.try_address_budget(bulk_share) == 0
+    assert pacing.try_address_budget(1) > 0  # worker-a's bulk share is spent
+    assert tokens() == {"worker-a": capacity - bulk_share, "worker-b": capacity}
+    settings.EGRESS_ADDRESS = "worker-b"
+    assert pacing.try_address_budget(bulk_share) == 0  # worker-b's is whole
+    pacing.force_address_budget(5)  # a page's calls count against their own address too
+    pacing.take_address_budget(1, interactive=True)
+    assert tokens() == {"worker-a": capacity - bulk_share, "worker-b": capacity - bulk_share - 6}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_processes_behind_one_egress_address_share_its_budget():
+    """Another process (a worker of the same host) named by SHOESTRING_EGRESS_ADDRESS spends
+    the address's bulk share; this one, behind the same address, then finds it spent."""
+    for name in ("worker-a", "worker-b"):
+        address_budget(300, 30, name=name)
+    AddressBudget.objects.update(refill_per_s=0.001)
+    spend = "from blocking import pacing; print(pacing.try_address_budget(10))"
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_NAME=connection.settings_dict["NAME"],
+        SHOESTRING_EGRESS_ADDRESS="worker-a",
+        SHOESTRING_INTERACTIVE_RESERVE="30",
+    )
+    result = run_manage(env, "shell", "--no-imports", "-c", spend)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "0.0"
+    with override_settings(EGRESS_ADDRESS="worker-a", INTERACTIVE_RESERVE=30):
+        assert pacing.try_address_budget(1) > 0
+    with override_settings(EGRESS_ADDRESS="worker-b", INTERACTIVE_RESERVE=30):
+        assert pacing.try_address_budget(10) == 0
 
 
 def test_the_bucket_keeps_any_window_under_the_share_of_the_limit(settings):

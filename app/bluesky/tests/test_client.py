@@ -1,6 +1,7 @@
 """The thin Bluesky client against the fake server over real HTTP, and, where the fake cannot
 produce an answer (a proxy's bare 429, a scripted sequence), against a scripted transport."""
 
+import ipaddress
 import json
 import time
 
@@ -112,6 +113,23 @@ def test_loopback_is_allowed_only_when_asked():
     assert check_pds_url("http://localhost:8787", allow_loopback=True)
     with pytest.raises(UnsafePds):
         check_pds_url("http://10.0.0.5:8787", allow_loopback=True)
+
+
+def test_a_test_network_s_addresses_are_allowed_only_inside_its_cidrs():
+    test_network = (ipaddress.ip_network("172.30.0.0/24"),)
+    for url in ("http://172.30.0.10:8787/", "https://172.30.0.10"):
+        assert check_pds_url(url, allow_networks=test_network) == url.rstrip("/")
+    for url in ("http://172.30.1.10:8787", "http://10.0.0.5", "http://169.254.169.254"):
+        with pytest.raises(UnsafePds):
+            check_pds_url(url, allow_networks=test_network)
+    # Loopback stays as it was: only with allow_loopback.
+    with pytest.raises(UnsafePds):
+        check_pds_url("http://127.0.0.1:8787", allow_networks=test_network)
+    assert check_pds_url("http://127.0.0.1:8787", allow_loopback=True, allow_networks=test_network)
+    with BlueskyClient(
+        "http://172.30.0.10:8787", "", "", allow_pds_networks=test_network
+    ) as client:
+        assert client.pds_url == "http://172.30.0.10:8787"
 
 
 def test_block_many_splits_into_calls_of_at_most_200_writes(client, fakesky):

@@ -3,7 +3,15 @@
 from datetime import timedelta
 from pathlib import Path
 
-from .env import env, env_flag, env_int, env_list, is_loopback_url
+from .env import (
+    env,
+    env_choice,
+    env_flag,
+    env_int,
+    env_list,
+    env_test_networks,
+    is_loopback_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -68,6 +76,13 @@ TEMPLATES = [
     },
 ]
 
+# Postgres over TLS, for a database on a host of its own: libpq's sslmode, and the CA that
+# signed the server's certificate, which verify-ca and verify-full check it against (checked
+# below). verify-full also checks DATABASE_HOST against the certificate's name.
+DATABASE_SSLMODE = env_choice(
+    "DATABASE_SSLMODE", ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+)
+DATABASE_SSLROOTCERT = env("DATABASE_SSLROOTCERT", "")
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -80,7 +95,13 @@ DATABASES = {
         # fork and several MiB.
         "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": 5},
+        "OPTIONS": {
+            "connect_timeout": 5,
+            # libpq's own names; left out when unset, so libpq's defaults (prefer, and
+            # ~/.postgresql/root.crt) apply as before.
+            **({"sslmode": DATABASE_SSLMODE} if DATABASE_SSLMODE else {}),
+            **({"sslrootcert": DATABASE_SSLROOTCERT} if DATABASE_SSLROOTCERT else {}),
+        },
     }
 }
 
@@ -158,6 +179,10 @@ BLUESKY_TIMEOUT_S = float(env("BLUESKY_TIMEOUT_S", "20"))
 BLUESKY_ALLOW_LOOPBACK_PDS = env_flag(
     "BLUESKY_ALLOW_LOOPBACK_PDS", auto=is_loopback_url(BLUESKY_SERVICE_URL)
 )
+# TEST NETWORKS ONLY: PDSes at addresses in these CIDRs (comma-separated, private ranges
+# only) may get tokens over http too, as loopback ones may above: a multi-host test puts the
+# fake Bluesky on a container of its own (say 172.30.0.10). Empty, the default, in production.
+BLUESKY_ALLOW_PDS_NETWORK = env_test_networks("BLUESKY_ALLOW_PDS_NETWORK")
 # Sign in with Bluesky (atproto OAuth, blocking.signin): the app's ES256 private key, a PEM
 # base64-encoded onto one line (the play generates it into the deployment's secrets); empty:
 # only app passwords link. Its public half is served at /oauth/jwks.json.
@@ -172,8 +197,8 @@ BLUESKY_WRITE_POINTS_PER_HOUR = env_int("BLUESKY_WRITE_POINTS_PER_HOUR", 5_000)
 BLUESKY_WRITE_POINTS_PER_DAY = env_int("BLUESKY_WRITE_POINTS_PER_DAY", 35_000)
 BLUESKY_POINTS_PER_BLOCK = 3
 BLUESKY_POINTS_PER_UNBLOCK = 1
-# Bluesky's per-address budget: every account's calls from this appliance's one address
-# together (the PDS's "global-ip" limit). The workers share a token bucket in Postgres
+# Bluesky's per-address budget: every account's calls from one client address together (the
+# PDS's "global-ip" limit). The workers behind an address share a token bucket in Postgres
 # that keeps them under SHOESTRING_ADDRESS_BUDGET_SHARE of it in any window, and bulk work
 # always leaves SHOESTRING_INTERACTIVE_RESERVE requests for the person waiting on one block.
 BLUESKY_ADDRESS_REQUESTS_PER_WINDOW = env_int("BLUESKY_ADDRESS_REQUESTS_PER_WINDOW", 3_000)
@@ -185,6 +210,11 @@ INTERACTIVE_RESERVE = env_int("SHOESTRING_INTERACTIVE_RESERVE", 30)
 # A task waits at most this long for the shared budget before handing its work back to
 # beat (the wait is data, not a countdown).
 ADDRESS_WAIT_S = float(env("SHOESTRING_ADDRESS_WAIT_S", "3"))
+# The bucket this process takes from: the address its requests leave from, as Bluesky counts
+# them. Every process behind one address (the pools of one host, hosts behind one NAT) names
+# the same one and shares its budget; a worker host with an address of its own names its own
+# and gets a budget of its own. "global-ip", the default, is the one box's.
+EGRESS_ADDRESS = env("SHOESTRING_EGRESS_ADDRESS", "global-ip")
 
 # The demo network (make demo): the app talks to the fake Bluesky on the host's
 # loopback, and every page says so. The account and targets are the fake's
@@ -336,6 +366,26 @@ if not (100 <= FOLLOWER_PAGE_SIZE <= 10_000 and 0 <= FOLLOWER_PAGE_DELAY_S <= 36
     raise ImproperlyConfigured(
         "SHOESTRING_FOLLOWER_PAGE_SIZE must be 100-10000 and SHOESTRING_FOLLOWER_PAGE_DELAY_S"
         f" 0-3600, not {FOLLOWER_PAGE_SIZE} and {FOLLOWER_PAGE_DELAY_S}"
+    )
+if DATABASE_SSLMODE in ("verify-ca", "verify-full") and not DATABASE_SSLROOTCERT:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"DATABASE_SSLMODE={DATABASE_SSLMODE} checks the server's certificate: set"
+        " DATABASE_SSLROOTCERT to the CA certificate that signed it"
+    )
+if DATABASE_SSLROOTCERT and not Path(DATABASE_SSLROOTCERT).is_file():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"DATABASE_SSLROOTCERT names {DATABASE_SSLROOTCERT}, which is not a file this process"
+        " can see"
+    )
+if len(EGRESS_ADDRESS) > 255:  # blocking_addressbudget.name
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"SHOESTRING_EGRESS_ADDRESS must be at most 255 characters, not {len(EGRESS_ADDRESS)}"
     )
 if (
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]

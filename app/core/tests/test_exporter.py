@@ -159,6 +159,10 @@ def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
         refill_per_s=2,
         refilled_at=timezone.now() - datetime.timedelta(seconds=10),
     )
+    # Another worker host's egress address: its own bucket, shown by the same exporter.
+    AddressBudget.objects.create(
+        name="worker-2", tokens=50, capacity=97, refill_per_s=0, refilled_at=timezone.now()
+    )
     (tmp_path / "pause-bulk").touch()
 
     samples = served()
@@ -170,6 +174,8 @@ def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
     assert value(samples, "shoestring_kill_switches_engaged") == 1
     assert 120 <= value(samples, "shoestring_address_budget_tokens", budget="global-ip") < 130
     assert value(samples, "shoestring_address_budget_capacity", budget="global-ip") == 2700
+    assert value(samples, "shoestring_address_budget_tokens", budget="worker-2") == 50
+    assert value(samples, "shoestring_address_budget_capacity", budget="worker-2") == 97
     assert value(samples, "shoestring_bulk_pause_flag") == 1
     assert value(samples, "shoestring_exporter_source_up", source="database") == 1
 

@@ -42,6 +42,10 @@ def test_the_per_address_budget_covers_all_accounts_and_all_calls(fakesky):
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert fakesky.state()["totals"]["ip_rate_limited"] == 1
     assert fakesky.state("bob.fake.test")["rate_limited"] == 1
+    # Counted by the address they came from (a multi-host test tells its worker hosts apart).
+    assert fakesky.state()["totals"]["addresses"] == {
+        "127.0.0.1": {"requests": 6, "writes": 1, "ip_rate_limited": 1}
+    }
 
 
 def test_writes_spend_points_per_account_create_3_delete_1(fakesky, alice):

@@ -1,7 +1,9 @@
 """python3 -m fakesky as a service: every setting a flag, seeded accounts and targets, and the
 /_fake/state report."""
 
+import ipaddress
 import pickle
+import socket
 import subprocess
 import sys
 from dataclasses import fields
@@ -217,3 +219,80 @@ def test_an_account_saved_by_an_older_fake_gets_the_newer_fields_defaults():
     restored = pickle.loads(pickle.dumps(account))  # noqa: S301 - our own bytes
     assert (restored.refused_by, restored.last_refusal, restored.rate_limited) == ({}, None, 2)
     assert restored.summary()["refused_by"] == {}
+
+
+def this_host_address():
+    """This machine's address on its network, if it has one: the source address of a route
+    out (a UDP socket's connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def from_address(address, port, **headers):
+    """A client whose connections leave from `address`, as another host's would."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}/xrpc/",
+        transport=httpx.HTTPTransport(local_address=address),
+        headers=headers,
+        timeout=5,
+    )
+
+
+def test_on_a_test_network_it_names_its_public_url_and_counts_each_client_address():
+    """A multi-host test runs the fake on a container of its own: listening beyond loopback
+    (--host), naming the address the other hosts reach it by in every DID document
+    (--public-url), and counting the per-address limit by the connecting address, as Bluesky
+    does for each worker host: no header (X-Forwarded-For) moves a client to another budget."""
+    port = free_port()
+    public = f"http://172.30.0.10:{port}"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fakesky", "--host", "0.0.0.0", "--port", str(port)),  # noqa: S104
+            *("--public-url", public, "--account", f"me.fake.test:{PASSWORD}"),
+            *("--ip-requests-per-window", "2", "--ip-window-s", "300"),
+        ],
+        cwd=APP_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+        wait_until(lambda: _answers(http), 10, message="python -m fakesky")
+        address = this_host_address()
+        if address:  # a host with no network has only loopback to reach it by
+            assert httpx.get(f"http://{address}:{port}/_fake/config", timeout=5).status_code == 200
+
+        with from_address("127.0.0.4", port) as signer:
+            session = signer.post(
+                "com.atproto.server.createSession",
+                json={"identifier": "me.fake.test", "password": PASSWORD},
+            ).json()
+        pds = {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": public}
+        assert pds in session["didDoc"]["service"]
+        assert pds in http.get(f"/{session['did']}").json()["service"]
+
+        def resolve(client):
+            return client.get(
+                "com.atproto.identity.resolveHandle", params={"handle": "me.fake.test"}
+            ).status_code
+
+        with (
+            from_address("127.0.0.2", port) as worker_1,
+            from_address("127.0.0.3", port) as worker_2,
+        ):
+            assert [resolve(worker_1) for _ in range(3)] == [200, 200, 429]
+            assert resolve(worker_2) == 200  # another address, its own budget
+        with from_address("127.0.0.2", port, **{"X-Forwarded-For": "127.0.0.5"}) as disguised:
+            assert resolve(disguised) == 429
+        addresses = http.get("/_fake/state").json()["totals"]["addresses"]
+        assert addresses["127.0.0.2"] == {"requests": 4, "writes": 0, "ip_rate_limited": 2}
+        assert addresses["127.0.0.3"] == {"requests": 1, "writes": 0, "ip_rate_limited": 0}
+        assert "127.0.0.5" not in addresses
+    finally:
+        process.terminate()
+        process.wait(10)
