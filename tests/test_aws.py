@@ -213,7 +213,7 @@ def test_the_instance_its_image_identity_and_metadata(instance, client):
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
     assert CREDITS_ASKED[NAME] == "standard"
     tags = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}
-    assert tags["shoestring:tiers"] == "database,web,workers"
+    assert tags["shoestring:tiers"] == "database,web,workers,beat"
 
 
 def test_two_encrypted_volumes_the_data_one_apart(instance, client):
@@ -376,7 +376,7 @@ def test_the_inventory_finds_the_host_with_what_site_yml_needs(instance, setting
     inventory = Path(settings["aws_inventory_dir"]) / f"{NAME}.aws_ec2.yml"
     assert yaml.safe_load(inventory.read_text())["plugin"] == "amazon.aws.aws_ec2"
     found = inventory_list(inventory, aws_env)
-    for group in ["database", "web", "workers"]:
+    for group in ["database", "web", "workers", "beat"]:
         assert found[group]["hosts"] == [NAME], group
     host = found["_meta"]["hostvars"][NAME]
     address = client_address(instance, aws_env, settings)

@@ -7,42 +7,54 @@ argument specs that stop them, which the output shows (no tier play starts).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def inventory(tmp_path):
+ONE_BOX = ["database", "web", "workers", "beat"]
+
+
+def write_inventory(tmp_path, groups, secrets_from=None):
+    """This machine in each of `groups` (a list: as the one host preflight-target; a dict:
+    group -> host names, each of them this machine), with a copy of a deployment's secrets
+    beside it (secrets_from)."""
     host = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "memory_budget_total_mb": 2048,
     }
-    groups = {
-        group: {"hosts": {"preflight-target": host}} for group in ["database", "web", "workers"]
-    }
+    if not isinstance(groups, dict):
+        groups = {group: ["preflight-target"] for group in groups}
+    children = {group: {"hosts": {name: host for name in names}} for group, names in groups.items()}
     inventory_dir = tmp_path / "inventory" / "preflight"
     inventory_dir.mkdir(parents=True)
-    (inventory_dir / "hosts.json").write_text(json.dumps({"all": {"children": groups}}))
-    # A deployment that ran before: its OAuth client key made (playbooks/secrets.yml makes
-    # it the first time, a change on the controller that these runs need not repeat).
+    (inventory_dir / "hosts.json").write_text(json.dumps({"all": {"children": children}}))
     secrets = tmp_path / "inventory" / "credentials" / "preflight"
-    secrets.mkdir(parents=True, mode=0o700)
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (secrets / "oauth_client_key.pem").write_bytes(key)
-    (secrets / "oauth_client_key.pem").chmod(0o600)
+    if secrets_from is not None:
+        shutil.copytree(secrets_from, secrets)
     return inventory_dir
+
+
+@pytest.fixture(scope="session")
+def made_secrets(tmp_path_factory):
+    """A deployment that ran before: what playbooks/secrets.yml makes the first time (the OAuth
+    client key, the deployment's CA), a change on the controller these runs need not repeat.
+    Made once, by the play itself; each test gets a copy."""
+    base = tmp_path_factory.mktemp("made")
+    result = run_playbook(write_inventory(base, ONE_BOX), "playbooks/secrets.yml", {})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return base / "inventory" / "credentials" / "preflight"
+
+
+@pytest.fixture
+def inventory(tmp_path, made_secrets):
+    return write_inventory(tmp_path, ONE_BOX, made_secrets)
 
 
 def run_playbook(inventory, playbook, extra_vars, *options):
@@ -66,6 +78,16 @@ def run_playbook(inventory, playbook, extra_vars, *options):
 
 
 BAD_SETTINGS = [
+    pytest.param(
+        {"base_firewall_allowed_sources": [{"port": 5432, "addresses": ["db.example.org"]}]},
+        ["base_firewall_allowed_sources must hold ports 1-65535", "db.example.org"],
+        id="firewall-source-not-an-address",
+    ),
+    pytest.param(
+        {"app_database_sslmode": "sometimes"},
+        ["app_database_sslmode", "sometimes", "one of"],
+        id="database-sslmode-not-a-choice",
+    ),
     pytest.param(
         {"swap_size_mb": "lots"}, ["swap_size_mb", "'lots'", "int"], id="swap-size-not-a-number"
     ),
@@ -345,3 +367,36 @@ def test_good_settings_pass_the_preflight(inventory, extra_vars):
     assert result.returncode == 0, output
     assert "memory budget on preflight-target" in output
     assert "changed=0" in output
+
+
+@pytest.mark.slow
+def test_a_deployment_without_a_beat_host_fails_in_preflight(tmp_path, made_secrets):
+    # Zero beat hosts: nothing would ever release a waiting batch or lift an expired block.
+    # (Two cannot be shown with one host; the same assertion counts the group.)
+    inventory = write_inventory(tmp_path, ["database", "web", "workers"], made_secrets)
+    result = run_playbook(inventory, "site.yml", {}, "--check")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "exactly one host in the beat group" in output, output
+    assert "got 0" in output, output
+    assert "PLAY [Harden" not in output, output
+
+
+@pytest.mark.slow
+def test_tiers_on_several_hosts_with_the_redis_broker_fail_in_preflight(tmp_path, made_secrets):
+    # Redis listens on its host's loopback: a web host apart from the workers cannot reach it.
+    inventory = write_inventory(
+        tmp_path,
+        {
+            "database": ["preflight-target"],
+            "web": ["preflight-target"],
+            "workers": ["preflight-worker"],
+            "beat": ["preflight-worker"],
+        },
+        made_secrets,
+    )
+    result = run_playbook(inventory, "site.yml", {}, "--check")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "workers_broker redis (the host's own broker, on loopback) needs" in output, output
+    assert "PLAY [Harden" not in output, output

@@ -20,7 +20,8 @@ def env_file(host, path):
 
 
 def broker_url(host):
-    return env_file(host, "/etc/shoestring/beat.env")["CELERY_BROKER_URL"]
+    # Every workers host has a bulk pool; only one runs beat.
+    return env_file(host, "/etc/shoestring/worker-bulk.env")["CELERY_BROKER_URL"]
 
 
 def broker_is_redis(host):
@@ -100,8 +101,9 @@ def wait_for_log(host, unit, since, pattern, timeout):
     )
 
 
-def fake_call(host, method, path, payload=None):
-    command = "curl -sf -X %s " + FAKE + path
+def fake_call(host, method, path, payload=None, fake=FAKE):
+    """The fake's API from `host` (on loopback there, or at its own host's address)."""
+    command = "curl -sf -X %s " + fake + path
     if payload is None:
         return json.loads(host.check_output(command, method))
     return json.loads(host.check_output(command + " -d %s", method, json.dumps(payload)))
@@ -184,15 +186,16 @@ class ArmedShell:
         self.host.run("kill -- -%s", self.pid)
 
 
-def start_campaign(host, count, **fake_config):
+def start_campaign(host, count, fake=FAKE, **fake_config):
     """A fresh person with a linked fake account blocks the followers of crowd-<count>."""
     account = fake_call(
         host,
         "POST",
         "/_fake/accounts",
         {"handle": "victim.fake.test", "password": "app-pass-molecule"},
+        fake=fake,
     )
-    fake_call(host, "POST", "/_fake/config", fake_config)
+    fake_call(host, "POST", "/_fake/config", fake_config, fake=fake)
     host.run(
         "shoestring-manage shell --no-imports -c %s",
         "from django.contrib.auth import get_user_model;"
@@ -200,10 +203,13 @@ def start_campaign(host, count, **fake_config):
     )
     # DIDs look like real did:plc ones: ask the fake, as a client would.
     target = fake_call(
-        host, "GET", f"/xrpc/com.atproto.identity.resolveHandle?handle=crowd-{count}.fake.test"
+        host,
+        "GET",
+        f"/xrpc/com.atproto.identity.resolveHandle?handle=crowd-{count}.fake.test",
+        fake=fake,
     )
     return manage_shell(
-        host, SETUP.format(did=account["did"], count=count, fake=FAKE, target_did=target["did"])
+        host, SETUP.format(did=account["did"], count=count, fake=fake, target_did=target["did"])
     )
 
 
@@ -222,8 +228,8 @@ def wait_for_campaign(host, campaign_id, timeout):
     return status
 
 
-def blocked_once(host, count):
-    state = fake_call(host, "GET", "/_fake/state?handle=victim.fake.test")
+def blocked_once(host, count, fake=FAKE):
+    state = fake_call(host, "GET", "/_fake/state?handle=victim.fake.test", fake=fake)
     assert state["block_count"] == state["distinct_blocked"] == count
     assert state["duplicates"] == 0
     return state

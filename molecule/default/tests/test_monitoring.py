@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shoestring_host import (
     blocked_once,
     broker_is_redis,
+    env_file,
     start_campaign,
     wait_for_campaign,
     wait_until,
@@ -133,8 +134,11 @@ def test_after_a_small_campaign_the_app_exporter_shows_tasks_blocks_queues_and_b
             assert one(after, "shoestring_queue_messages", queue=queue, state="dead") >= 0
     for source in ("queues", "database", "guard", "certificate"):
         assert one(after, "shoestring_exporter_source_up", source=source) == 1, source
-    tokens = one(after, "shoestring_address_budget_tokens", budget="global-ip")
-    assert 0 <= tokens <= one(after, "shoestring_address_budget_capacity", budget="global-ip")
+    # The bulk pool's budget is named by the host's egress address (its own, per host).
+    address = env_file(host, "/etc/shoestring/worker-bulk.env")["SHOESTRING_EGRESS_ADDRESS"]
+    assert address != "global-ip"
+    tokens = one(after, "shoestring_address_budget_tokens", budget=address)
+    assert 0 <= tokens <= one(after, "shoestring_address_budget_capacity", budget=address)
     assert one(after, "shoestring_people_rate_limited") >= 0
     assert one(after, "shoestring_kill_switches_engaged") >= 0
     assert one(after, "shoestring_bulk_pause_flag") in (0, 1)

@@ -24,6 +24,12 @@ CPUCreditBalance to GUARD_CLOUDWATCH_CPU_FILE; each new datapoint resets its mod
 full and knows only what this host did since the guard started). When CloudWatch cannot be
 asked, the guard says so once and goes on with the model alone.
 
+On the database's host (GUARD_SHARE_DATABASE set) the pause travels to every host's bulk pool:
+each time the guard pauses or resumes, and once at start, it writes its state to the row of this
+host in the app's core_bulkpause table with psql over the unix socket (peer login as its own
+role, which may touch only that table); every bulk pool reads the table as well as its own
+host's flag (core.pause). A row it cannot write is written at the next reading.
+
 The decisions are pure, apart from the I/O in main(): decide() and the Volume and CpuCredits
 models; status() and metrics() build what is published. tests/test_guard_decide.py tests them off
 the host."""
@@ -31,6 +37,8 @@ the host."""
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections import namedtuple
@@ -509,6 +517,50 @@ def publish(state_dir, shown):
     write_atomic(state_dir / "metrics" / "shoestring_guard.prom", metrics(shown))
 
 
+SHARE_SQL = """INSERT INTO core_bulkpause (source, paused, reason, changed_at)
+VALUES (:'source', :'paused', :'reason', now())
+ON CONFLICT (source) DO UPDATE
+SET paused = EXCLUDED.paused, reason = EXCLUDED.reason, changed_at = EXCLUDED.changed_at;
+"""
+
+
+class SharedPause:
+    """This host's pause, written where every host's bulk pool reads it (the database), when it
+    changes; the last state written is remembered, and one that failed is tried again."""
+
+    def __init__(self, database, role, source, run=subprocess.run):
+        self.database = database
+        self.role = role
+        self.source = source
+        self.run = run
+        self.written = None
+
+    def describe(self):
+        if not self.database:
+            return "the pause stays on this host"
+        return f"the pause is shared through the {self.database} database as {self.source}"
+
+    def write(self, paused, reason):
+        """Write the state unless it is the one last written; True once it is there."""
+        if not self.database or self.written == paused:
+            return True
+        command = [
+            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.database, "-U", self.role,
+            "-v", f"source={self.source}", "-v", f"paused={'true' if paused else 'false'}",
+            "-v", f"reason={reason}", "-f", "-",
+        ]  # fmt: skip
+        try:
+            done = self.run(command, input=SHARE_SQL, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log(f"guard: could not share the pause through the database: {error}")
+            return False
+        if done.returncode != 0:
+            log(f"guard: could not share the pause through the database: {done.stderr.strip()}")
+            return False
+        self.written = paused
+        return True
+
+
 def main():
     interval = setting("GUARD_INTERVAL_S", 15)
     thresholds = Thresholds.from_env()
@@ -526,6 +578,11 @@ def main():
         ENV.get("GUARD_DEVICE", ""), ENV.get("GUARD_DATA_PATH", "/var/lib/postgresql")
     )
     state = State.starting(paused=flag.exists())
+    shared = SharedPause(
+        ENV.get("GUARD_SHARE_DATABASE", ""),
+        ENV.get("GUARD_SHARE_ROLE", "shoestring_guard"),
+        ENV.get("GUARD_SHARE_SOURCE") or socket.gethostname(),
+    )
     t = thresholds
     watching_cpu = (
         f"{cpu.describe()}: pause below {t.cpu_pause_below:g} credits, resume at"
@@ -538,8 +595,11 @@ def main():
         f"memory pressure over {t.pressure_pause:g} or swap-ins over {t.swapin_pause:g}/s, resume "
         f"after {t.resume_after:g}s above {t.resume_above:g}% and under {t.pressure_resume:g};"
         f" every {interval:g}s; {cloudwatch.describe()}; {watching_cpu}"
+        + f"; {shared.describe()}"
         + ("; bulk work is paused (flag present)" if state.paused else "")
     )
+    reason = "paused when the guard started" if state.paused else ""
+    shared.write(state.paused, reason)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     rates = Rates(0.0, memory_pressure(), 0.0, 0.0)
     publish(
@@ -584,6 +644,8 @@ def main():
             flag.unlink(missing_ok=True)
         for message in decision.said:
             log(f"{message} ({numbers})")
+            reason = f"{message} ({numbers})"
+        shared.write(state.paused, reason if state.paused else "")
         publish(
             state_dir,
             status(state, decision.shown, device, volume, cloudwatch, cpu, cpu_cloudwatch, rates),
