@@ -482,6 +482,19 @@ def test_gp2_and_unlimited_credits_watch_their_own_budgets(aws_env, settings, cl
     assert host["guard_cloudwatch_volume_id"] == data
     assert "guard_cloudwatch_instance_id" not in host
     assert host["guard_cpu_credits"] is False  # unlimited mode bills instead of holding
+    # Two deployments in one inventory: each host's tiers are its own deployment's hosts,
+    # not the first database or beat host of the whole inventory.
+    shown = ansible(
+        aws_env,
+        *("ansible", "all", "-i", settings["aws_inventory_dir"], "--playbook-dir", str(REPO)),
+        *("-m", "ansible.builtin.debug"),
+        *("-a", "msg={{ shoestring_database_host }}/{{ shoestring_tiers.beat | join(',') }}"),
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    for name in [NAME, "st-gp2"]:
+        shown_for = re.search(rf"^{name} \| SUCCESS => *\n *msg: (\S+)$", shown.stdout, re.M)
+        assert shown_for, shown.stdout
+        assert shown_for.group(1) == f"{name}/{name}", shown.stdout
     gone = playbook(aws_env, "destroy", {**variables, "aws_destroy_confirm": "st-gp2"})
     assert gone.returncode == 0, gone.stdout[-4000:]
 

@@ -400,3 +400,64 @@ def test_tiers_on_several_hosts_with_the_redis_broker_fail_in_preflight(tmp_path
     assert result.returncode != 0, output
     assert "workers_broker redis (the host's own broker, on loopback) needs" in output, output
     assert "PLAY [Harden" not in output, output
+
+
+# The tiers on two hosts (both this machine, by a local connection), sharing SQS.
+SPLIT = {
+    "database": ["preflight-target"],
+    "web": ["preflight-target"],
+    "workers": ["preflight-worker"],
+    "beat": ["preflight-worker"],
+}
+SQS = {
+    "shoestring_on_aws": True,
+    "shoestring_sqs_queue_url_base": "http://127.0.0.1:5000/123456789012/",
+}
+
+
+def test_a_run_limited_to_one_host_learns_the_other_hosts_addresses(tmp_path, made_secrets):
+    # --limit leaves the workers host out of the run; the database host's pg_hba.conf and
+    # firewall are built from its address, which the preflight learns (else it would be
+    # unknown, and the check below refuses a loopback one).
+    inventory = write_inventory(tmp_path, SPLIT, made_secrets)
+    result = run_playbook(inventory, "playbooks/preflight.yml", SQS, "--limit", "preflight-target")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Learn the addresses of the deployment's hosts this run leaves out" in output
+    assert "preflight-worker" in output, output
+    assert "changed=0" in output
+
+
+@pytest.mark.parametrize(
+    ("groups", "extra_vars", "expected"),
+    [
+        pytest.param(
+            {**SPLIT, "beat": ["preflight-target", "preflight-worker"]},
+            SQS,
+            ["exactly one host in the beat group", "(got 2: preflight-"],
+            id="two-beat-hosts",
+        ),
+        pytest.param(
+            {**SPLIT, "database": ["preflight-target", "preflight-worker"]},
+            SQS,
+            ["exactly one host of the deployment in the database group", "got 2"],
+            id="two-database-hosts",
+        ),
+        pytest.param(
+            SPLIT,
+            {**SQS, "shoestring_private_address": "127.0.0.1"},
+            ["shoestring_private_address must be an IPv4 address", "preflight-worker: 127.0.0.1"],
+            id="loopback-private-address",
+        ),
+    ],
+)
+def test_a_deployment_of_a_bad_shape_fails_in_preflight(
+    tmp_path, made_secrets, groups, extra_vars, expected
+):
+    inventory = write_inventory(tmp_path, groups, made_secrets)
+    result = run_playbook(inventory, "playbooks/preflight.yml", extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    for text in expected:
+        assert text in output, output
+    assert "Plan the memory budget" not in output, output
