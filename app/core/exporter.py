@@ -3,8 +3,8 @@ on 127.0.0.1 only): what the workers counted (`core.task_metrics`, read from eve
 multiprocess directory) and, asked at each scrape, what waits and what is held back: queue depth
 and the oldest message's age per queue (from the broker: Redis or SQS), campaigns running, people
 waiting on a rate limit, each egress address's budget left (every bucket in the table, so one
-exporter shows every worker host's), kill switches engaged, the guard's pause flag and the
-certificate nginx serves.
+exporter shows every worker host's), kill switches engaged, the guard's pause flag, the pauses
+shared through the database (core_bulkpause) and the certificate nginx serves.
 
 Each source is read on its own: one that fails reports `shoestring_exporter_source_up 0` (and
 logs why) while the others still answer."""
@@ -101,6 +101,8 @@ class AppCollector:
         from django.db import close_old_connections, connection
         from django.utils import timezone
 
+        from core.models import BulkPause
+
         close_old_connections()
         try:
             now = timezone.now()
@@ -141,7 +143,15 @@ class AppCollector:
                 )
                 tokens.add_metric([budget.name], min(budget.capacity, refilled))
                 capacity.add_metric([budget.name], budget.capacity)
-            return [running, waiting, switches, engaged_count, tokens, capacity]
+            shared = GaugeMetricFamily(
+                "shoestring_bulk_paused_by",
+                "1 for each core_bulkpause row that pauses bulk work on every worker host (a guard "
+                "on another host, the database's, or an operator), 0 for one that no longer does.",
+                labels=["source"],
+            )
+            for source, paused in BulkPause.objects.values_list("source", "paused"):
+                shared.add_metric([source], int(paused))
+            return [running, waiting, switches, engaged_count, tokens, capacity, shared]
         finally:
             # Each scrape runs in a thread of its own: its connection would never be reused.
             connection.close()

@@ -151,6 +151,8 @@ def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
     from blocking.models import AddressBudget
     from django.utils import timezone
 
+    from core.models import BulkPause
+
     # 100 tokens 10 s ago at 2 a second: 120 now, the same refill the pacing applies.
     AddressBudget.objects.create(
         name="global-ip",
@@ -164,6 +166,9 @@ def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
         name="worker-2", tokens=50, capacity=97, refill_per_s=0, refilled_at=timezone.now()
     )
     (tmp_path / "pause-bulk").touch()
+    # A pause shared through the database (another host's guard), and one it lifted.
+    BulkPause.objects.create(source="db-1", paused=True, reason="burst balance 12%")
+    BulkPause.objects.create(source="db-0", paused=False)
 
     samples = served()
     assert value(samples, "shoestring_campaigns_running") == 1
@@ -177,6 +182,8 @@ def test_campaigns_rate_limits_address_budget_kill_switches_and_pause_flag(
     assert value(samples, "shoestring_address_budget_tokens", budget="worker-2") == 50
     assert value(samples, "shoestring_address_budget_capacity", budget="worker-2") == 97
     assert value(samples, "shoestring_bulk_pause_flag") == 1
+    assert value(samples, "shoestring_bulk_paused_by", source="db-1") == 1
+    assert value(samples, "shoestring_bulk_paused_by", source="db-0") == 0
     assert value(samples, "shoestring_exporter_source_up", source="database") == 1
 
 

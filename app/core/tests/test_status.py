@@ -71,12 +71,21 @@ def test_cloudwatch_is_asked_once_a_minute_per_queue(monkeypatch):
 def test_the_status_command_names_campaigns_rate_limits_and_kill_switches(
     redis_broker, held_back, capsys
 ):
+    from core.models import BulkPause
+
+    # The database host's guard pauses every host; a row it cleared pauses nothing.
+    BulkPause.objects.create(source="db-1", paused=True, reason="burst balance 12%")
+    BulkPause.objects.create(source="db-0", paused=False, reason="")
     call_command("status", "--json", "--sla", "bulk=3600")
     status = json.loads(capsys.readouterr().out)
     assert status["campaigns_running"] == 1
     assert status["people_rate_limited"] == 1
     assert status["kill_switches"] == [{"task": "blocking.act_on_batch", "reason": "rollback"}]
-    assert status["problems"] == ["kill switch engaged: blocking.act_on_batch"]
+    assert [pause["source"] for pause in status["bulk_paused"]] == ["db-1"]
+    assert status["problems"] == [
+        "kill switch engaged: blocking.act_on_batch",
+        "bulk work paused through the database by db-1 (core_bulkpause): burst balance 12%",
+    ]
 
     call_command("status")
     text = capsys.readouterr().out
@@ -113,6 +122,9 @@ REDIS_STATUS = {
         {"task": "blocking.act_on_batch", "reason": "rollback"},
         {"task": "blocking.fetch_follower_page", "reason": ""},
     ],
+    "bulk_paused": [
+        {"source": "db-1", "reason": "burst balance 12%", "since": "2026-12-06T04:00:00.5+00:00"}
+    ],
 }
 SQS_STATUS = {
     "queues": [
@@ -123,6 +135,7 @@ SQS_STATUS = {
     "campaigns_running": 0,
     "people_rate_limited": 0,
     "kill_switches": [],
+    "bulk_paused": [],
 }
 SLAS = {"interactive": 60.0, "maintenance": 300.0, "bulk": 3600.0}
 
@@ -169,6 +182,7 @@ def test_the_problems_of_a_status_in_screen_order():
         "queue bulk: oldest message 4000s old, SLA 3600s",
         "kill switch engaged: blocking.act_on_batch",
         "kill switch engaged: blocking.fetch_follower_page",
+        "bulk work paused through the database by db-1 (core_bulkpause): burst balance 12%",
     ]
     assert status_command.app_problems(SQS_STATUS, SLAS) == [
         "queue interactive: 2 messages in its dead-letter queue"
@@ -177,6 +191,7 @@ def test_the_problems_of_a_status_in_screen_order():
     assert status_command.app_problems(REDIS_STATUS, {}) == [
         "kill switch engaged: blocking.act_on_batch",
         "kill switch engaged: blocking.fetch_follower_page",
+        "bulk work paused through the database by db-1 (core_bulkpause): burst balance 12%",
     ]
 
 
@@ -191,6 +206,8 @@ def test_the_screen_sections_on_redis():
         "  campaigns running 2, people waiting on a rate limit 1",
         "  kill switches engaged: blocking.act_on_batch (rollback),"
         " blocking.fetch_follower_page (no reason given)",
+        "  bulk work paused through the database (core_bulkpause):"
+        " db-1 since 2026-12-06T04:00:00 (burst balance 12%)",
     ]
 
 
@@ -203,6 +220,7 @@ def test_the_screen_sections_on_sqs():
         "APP",
         "  campaigns running 0, people waiting on a rate limit 0",
         "  kill switches engaged: none",
+        "  bulk work paused through the database (core_bulkpause): no",
     ]
 
 
@@ -255,6 +273,7 @@ def test_the_json_has_the_numbers_the_problems_under_the_slas_given_and_the_text
         "queue maintenance: oldest message 61s old, SLA 60s",
         "kill switch engaged: blocking.act_on_batch",
         "kill switch engaged: blocking.fetch_follower_page",
+        "bulk work paused through the database by db-1 (core_bulkpause): burst balance 12%",
     ]
     assert status["text"] == status_command.format_status(redis_status)
 

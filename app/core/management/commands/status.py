@@ -1,7 +1,8 @@
 """The app's half of the operator's status screen, and the only place it is rendered: queue
 depths and the oldest message's age per queue, campaigns running, people waiting on a rate
-limit, kill switches engaged, and the problems among them (a queue's oldest message older than
-its SLA, messages in a dead-letter queue, a kill switch engaged).
+limit, kill switches engaged, bulk work paused through the database (core_bulkpause), and the
+problems among them (a queue's oldest message older than its SLA, messages in a dead-letter
+queue, a kill switch engaged, a pause held by a row).
 
 `shoestring-manage status` prints the QUEUES and APP sections exactly as `shoestring-status`
 shows them. `--json` prints one object: the numbers, `problems` and `text` (those same lines);
@@ -20,6 +21,8 @@ from core.queues import queue_stats
 def app_status():
     from blocking.models import Campaign, KillSwitch, LinkedAccount
 
+    from core.models import BulkPause
+
     now = timezone.now()
     return {
         "queues": queue_stats(),
@@ -28,6 +31,12 @@ def app_status():
         "kill_switches": [
             {"task": switch.task_name, "reason": switch.reason}
             for switch in KillSwitch.objects.filter(engaged=True).order_by("task_name")
+        ],
+        # A guard on another host (the database's) or an operator pauses every host's bulk pool
+        # with a row; this host's own guard flag is the status screen's GUARD section.
+        "bulk_paused": [
+            {"source": pause.source, "reason": pause.reason, "since": pause.changed_at.isoformat()}
+            for pause in BulkPause.objects.filter(paused=True).order_by("source")
         ],
     }
 
@@ -59,13 +68,26 @@ def kill_switch_problems(switches):
     return [f"kill switch engaged: {switch['task']}" for switch in switches]
 
 
+def bulk_pause_problems(pauses):
+    """Every row that pauses bulk work on every host is a problem until it is cleared."""
+    return [
+        f"bulk work paused through the database by {pause['source']}"
+        f" (core_bulkpause): {pause['reason'] or 'no reason given'}"
+        for pause in pauses
+    ]
+
+
 def app_problems(status, slas):
     """The problems in app_status()'s answer, given each queue's SLA in seconds (a queue not in
     `slas` has none), in the order the screen shows them."""
     problems = []
     for row in status["queues"]:
         problems += queue_problems(row, slas.get(row["queue"]))
-    return problems + kill_switch_problems(status["kill_switches"])
+    return (
+        problems
+        + kill_switch_problems(status["kill_switches"])
+        + bulk_pause_problems(status["bulk_paused"])
+    )
 
 
 # The rendering: the screen's QUEUES and APP sections.
@@ -105,6 +127,14 @@ def format_status(status):
             ", ".join(f"{s['task']} ({s['reason'] or 'no reason given'})" for s in switches)
             or "none"
         ),
+        "  bulk work paused through the database (core_bulkpause): "
+        + (
+            ", ".join(
+                f"{p['source']} since {p['since'][:19]} ({p['reason'] or 'no reason given'})"
+                for p in status["bulk_paused"]
+            )
+            or "no"
+        ),
     ]
     return "\n".join(lines)
 
@@ -125,8 +155,9 @@ def parse_sla(text):
 
 class Command(BaseCommand):
     help = (
-        "Queue depths and oldest message age, campaigns running, people rate-limited and "
-        "kill switches engaged, as shoestring-status shows them (the app's half of its screen)."
+        "Queue depths and oldest message age, campaigns running, people rate-limited, "
+        "kill switches engaged and bulk work paused through the database, as shoestring-status "
+        "shows them (the app's half of its screen)."
     )
 
     def add_arguments(self, parser):
