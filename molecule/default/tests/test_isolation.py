@@ -111,6 +111,23 @@ def test_no_runtime_role_can_create_schemas_tables_or_temporary_tables(host, psq
         assert "permission denied" in result.stderr, result.stderr
 
 
+def test_the_guards_role_logs_in_by_peer_only_and_touches_its_table_only(host):
+    # As its own system user over the socket: in, and it may read the pauses.
+    guard = "runuser -u shoestring-guard -- psql -d shoestring -U shoestring_guard -Atc %s"
+    assert host.run(guard, "SELECT count(*) >= 0 FROM core_bulkpause").stdout.strip() == "t"
+    denied = host.run(guard, "SELECT count(*) FROM blocking_linkedaccount")
+    assert denied.rc != 0
+    assert "permission denied" in denied.stderr, denied.stderr
+    # With a password, over TCP (TLS or not) or the socket: turned away before any password
+    # is asked (a guessed or leaked one would be worth nothing).
+    for where, database in [("127.0.0.1", "shoestring"), ("/var/run/postgresql", "postgres")]:
+        refused = host.run(
+            "PGPASSWORD=guess psql -h %s -U shoestring_guard -d %s -Atc 'SELECT 1'", where, database
+        )
+        assert refused.rc != 0, where
+        assert "pg_hba.conf rejects connection" in refused.stderr, refused.stderr
+
+
 FORBIDDEN_TO_CELERY = [
     ["config", "get", "maxmemory"],
     ["config", "set", "appendonly", "yes"],
