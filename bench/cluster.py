@@ -18,6 +18,7 @@ replaces docs/benchmarks.md's latest cluster table (bench/docs.py).
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import subprocess
@@ -47,11 +48,12 @@ EXTRA_VARS = {
     "nginx_signin_burst": 1000,
     "guard_cpu_credits": False,
     "app_token_bucket_capacity": 1000000,
-    "fakesky_memory_max_mb": 1536,
+    "fakesky_memory_max_mb": 3072,
     "nginx_extra_names": [f"{NET}.11"],
 }
-# The fake's host: its 1 GiB in the scenario, plus the fake's in-memory records.
-FAKE_MEMORY = "2560m"
+# The fake's host: its 1 GiB in the scenario, plus the fake's in-memory records and
+# moto_server's queues (a first run at 2.5 GiB lost the fake's state 190 s into phase two).
+FAKE_MEMORY = "4096m"
 POOLS = "shoestring-worker-*.service"
 log = run.log
 
@@ -107,6 +109,10 @@ class Snapshots:
         self.cpu = {
             tier: cgroup_file(name, "cpuacct", "cpuacct.usage") for tier, name in HOSTS.items()
         }
+        self.memory = {
+            tier: cgroup_file(name, "memory", "memory.failcnt").parent
+            for tier, name in HOSTS.items()
+        }
         # The fake's host is the network, not the appliance: its CPU only, no counted /var.
         self.devices = {tier: counted_var(HOSTS[tier]) if tier in TIERS else None for tier in HOSTS}
 
@@ -115,8 +121,11 @@ class Snapshots:
         hosts = {}
         for tier in HOSTS:
             disk = stats.get(self.devices[tier]) or {}
+            memory = self.memory[tier]
             hosts[tier] = {
                 "cpu_ns": int(self.cpu[tier].read_text()),
+                "memory_peak": read_int(memory / "memory.max_usage_in_bytes"),
+                "memory_failcnt": read_int(memory / "memory.failcnt"),
                 "write_ios": disk.get("writes"),
                 "read_ios": disk.get("reads"),
             }
@@ -134,6 +143,13 @@ def counted_var(name):
     try:
         return run.devices(name).get("/var")
     except RuntimeError:
+        return None
+
+
+def read_int(path):
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
         return None
 
 
@@ -172,9 +188,9 @@ def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
     parser.add_argument("--people", type=int, default=int(env("BENCH_PEOPLE_CLUSTER", "150")))
     parser.add_argument("--compression", default=env("BENCH_COMPRESSION", "auto"))
-    parser.add_argument("--warmup-s", type=float, default=120)
-    parser.add_argument("--warmup-two-s", type=float, default=60)
-    parser.add_argument("--measure-s", type=float, default=240)
+    parser.add_argument("--warmup-s", type=float, default=90)
+    parser.add_argument("--warmup-two-s", type=float, default=50)
+    parser.add_argument("--measure-s", type=float, default=200)
     parser.add_argument("--seed", type=int, default=int(env("BENCH_SEED", "1")))
     parser.add_argument("--keep", action="store_true", default=env("BENCH_KEEP") == "1")
     parser.add_argument("--reuse", action="store_true", default=env("BENCH_REUSE") == "1")
@@ -239,6 +255,9 @@ def measure(args, out, meta):
     def at(offset, name):
         time.sleep(max(0.0, t0 + offset - time.time()))
         marks[name] = snapshots.take()
+        # Kept as they come: a load that fails later still leaves its phases' snapshots.
+        with gzip.open(out / "raw-snapshots.jsonl.gz", "at") as kept:
+            kept.write(json.dumps({"mark": name, **marks[name]}) + "\n")
         log(f"{name}: others running: {marks[name]['others'] or 'none'}")
 
     log("phase one: worker-a alone")
@@ -250,6 +269,13 @@ def measure(args, out, meta):
     at(two, "two-start")
     at(two + args.measure_s, "two-end")
     thread.join(timeout=seconds + 1800)
+    # The fake keeps its records in memory: a restart during the load loses them.
+    meta["fake_unit"] = subprocess.run(
+        ["docker", "exec", HOSTS["fake"], "systemctl", "show", "fakesky.service",
+         "-p", "NRestarts,Result,MemoryCurrent"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    log(f"the fake's unit at the end: {meta['fake_unit']}")
     if "error" in result or "stream" not in result:
         raise RuntimeError(f"the agent failed: {result.get('error', 'it ran over its time')}")
     return result["stream"], marks

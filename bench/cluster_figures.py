@@ -171,6 +171,8 @@ def summary_markdown(meta, phases, measured_ratio):
         f"Load average before / after: {meta['load_before']} / {meta.get('load_after', 'n/a')}."
         f" Other containers on the machine at any snapshot: {meta['others']}.",
     ]
+    if meta.get("fake_unit"):
+        lines += ["", f"The fake's unit at the end: {', '.join(meta['fake_unit'])}."]
     if meta.get("notes"):
         lines += ["", meta["notes"]]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import threading
 import time
 
 from . import faultwork, host, watchwork
-from .fake import Fake
+from .fake import Fake, FakeError
 from .load import Load
 from .sampler import Sampler
 
@@ -81,7 +81,11 @@ def run(args):
         load.stop.set()
         sampler.close()
     for person in load.people + load.clickers:
-        truth = fake.account(person.handle)
+        try:
+            truth = fake.account(person.handle)
+        except (FakeError, OSError) as error:  # the fake lost its state: say so, keep the run
+            emit({"type": "truth", "person": person.username, "error": str(error)})
+            continue
         truth.pop("blocked")
         emit({"type": "truth", "person": person.username, "handle": person.handle, **truth})
     emit({"type": "end", "t": time.time()})
