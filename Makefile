@@ -27,7 +27,7 @@ export BENCH_MINUTES BENCH_PEOPLE BENCH_IOPS
 PYTHON_TREES := app tests molecule bench roles
 BENCH_HOSTS := $(addprefix $(or $(SHOESTRING_BENCH_PREFIX),shoestring)-bench-,tuned naive)
 
-.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke bench-watch bench-batch faults deps system-packages docker venv browser-deps image
+.PHONY: demo demo-down test test-pytest-sqs test-default lint check pytest molecule journey bench bench-calibrate bench-smoke bench-watch bench-batch bench-cluster faults deps system-packages docker venv browser-deps image
 
 demo: deps image
 	@case "$(NETWORK)" in fake|bluesky) ;; *) echo "NETWORK must be fake or bluesky, got '$(NETWORK)'" >&2; exit 2;; esac
@@ -98,6 +98,11 @@ faults: deps image
 # the requests watching costs an hour, under 10 new followers a minute for 30 minutes.
 bench-watch: deps image
 	python -m bench.watch
+
+# One workers host against two under the fake's real per-address limit: molecule/cluster's
+# hosts built, measured and removed (docs/benchmarks.md, "Two workers hosts against one").
+bench-cluster: deps image
+	python -m bench.cluster
 
 # What a batch's size costs (requests, CPU per block, a failed call's cost), for 50, 100
 # and 200 writes a call, in this machine's pytest against the fake; prints a table.

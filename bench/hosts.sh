@@ -8,9 +8,12 @@
 #
 #   bench/hosts.sh up NAME... [--split-pgdata]   start them (idempotent)
 #   bench/hosts.sh down NAME...                  remove containers, unmount, detach
+#   bench/hosts.sh attach NAME...                give running containers started by someone
+#                                                else (molecule/cluster's) the same counted /var
 #   bench/hosts.sh devices NAME                  "MOUNTPOINT DEVICE" lines, e.g. "/var loop3"
 #
-# Names are container names (<prefix>-bench-*, shoestring-bench-* by default). Images and mounts live in
+# Names are container names (<prefix>-bench-*, shoestring-bench-* by default; attach takes
+# molecule/cluster's <prefix>-cluster-* too). Images and mounts live in
 # BENCH_STATE_DIR (default /var/tmp/shoestring-bench). Ports: https on an
 # ephemeral 127.0.0.1 port only (`docker port NAME 443`).
 set -Eeuo pipefail
@@ -27,13 +30,13 @@ PG_SIZE="${BENCH_PG_SIZE:-4G}"
 BENCH_HOST_MEMORY="${BENCH_HOST_MEMORY:-3584m}"
 
 usage() {
-  echo "usage: $0 up NAME... [--split-pgdata] | down NAME... | devices NAME" >&2
+  echo "usage: $0 up NAME... [--split-pgdata] | down NAME... | attach NAME... | devices NAME" >&2
   exit 2
 }
 
 check_name() {
-  [[ "$1" =~ ^[a-z0-9][a-z0-9-]*-bench-[a-z0-9-]+$ ]] || {
-    echo "bench host names must look like <prefix>-bench-<name>, got '$1'" >&2
+  [[ "$1" =~ ^[a-z0-9][a-z0-9-]*-(bench|cluster)-[a-z0-9-]+$ ]] || {
+    echo "bench host names must look like <prefix>-bench-<name> or <prefix>-cluster-<name>, got '$1'" >&2
     exit 2
   }
 }
@@ -118,6 +121,29 @@ up() {
   echo "bench host $name is up (systemd: $state; /var on $(loop_of "$dir/var.img"))"
 }
 
+# A container already running (molecule/cluster's, before converge): its /var copied onto a
+# counted file system, mounted over /var in the container's own mount namespace (Docker adds
+# no mount to a running container), journald moved onto it. Removed by `down`.
+attach() {
+  local name="$1" dir="$STATE_DIR/$1" pid dev
+  if [[ -n "$(devices "$name")" ]]; then
+    echo "bench host $name already has a counted /var"
+    return
+  fi
+  trap 'down "$name" >/dev/null 2>&1 || true' ERR
+  mkdir -p "$dir"
+  make_fs "$dir/var.img" "$dir/var" "$VAR_SIZE"
+  docker exec "$name" tar -C /var -cpf - . | tar -C "$dir/var" -xpf -
+  dev="$(loop_of "$dir/var.img")"
+  pid="$(docker inspect -f '{{.State.Pid}}' "$name")"
+  # The device node made inside the container: the mount resolves paths in its namespace.
+  nsenter -t "$pid" -m -- sh -c \
+    "mknod /dev/bench-var b $(cut -d: -f1 "/sys/block/$(basename "$dev")/dev") $(cut -d: -f2 "/sys/block/$(basename "$dev")/dev") && mount /dev/bench-var /var"
+  docker exec "$name" systemctl restart systemd-journald
+  trap - ERR
+  echo "bench host $name has a counted /var on $dev"
+}
+
 devices() {
   local dir="$STATE_DIR/$1" dev
   dev="$(loop_of "$dir/var.img")"
@@ -142,6 +168,7 @@ done
 case "$command" in
   up) for name in "${names[@]}"; do up "$name" "$split"; done ;;
   down) for name in "${names[@]}"; do down "$name"; done ;;
+  attach) for name in "${names[@]}"; do attach "$name"; done ;;
   devices) devices "${names[0]}" ;;
   *) usage ;;
 esac

@@ -181,10 +181,14 @@ def batch_size(name):
         return None
 
 
-def agent(name, arguments, raw_path, timeout):
-    """Run the agent in the host; returns its records (also saved, gzipped, to raw_path)."""
+def agent(name, arguments, raw_path, timeout, env=None, on_record=None):
+    """Run the agent in the host, with `env` in its environment; returns its records (also
+    saved, gzipped, to raw_path), each handed to `on_record` as it comes."""
+    variables = [
+        f"{key}={value}" for key, value in {"PYTHONDONTWRITEBYTECODE": 1, **(env or {})}.items()
+    ]
     command = [
-        "docker", "exec", "-w", AGENT_HOME, "-e", "PYTHONDONTWRITEBYTECODE=1", name,
+        "docker", "exec", "-w", AGENT_HOME, *(f for v in variables for f in ("-e", v)), name,
         "python3", "-m", "agent", *arguments,
     ]  # fmt: skip
     records = []
@@ -198,6 +202,8 @@ def agent(name, arguments, raw_path, timeout):
             except ValueError:
                 continue
             records.append(record)
+            if on_record is not None:
+                on_record(record)
             if record.get("type") in (
                 "prepared", "end", "fault-load", "fault-result", "first-pass", "watch-result"
             ):  # fmt: skip

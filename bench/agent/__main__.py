@@ -13,7 +13,7 @@ import threading
 import time
 
 from . import faultwork, host, watchwork
-from .fake import Fake
+from .fake import Fake, FakeError
 from .load import Load
 from .sampler import Sampler
 
@@ -55,7 +55,7 @@ def run(args):
     load.prepare()
     emit({"type": "prepared", "t": time.time(), "seconds": round(time.monotonic() - started, 1)})
 
-    sampler = Sampler(args.devices, emit, lambda: load.counters)
+    sampler = Sampler(args.devices, emit, lambda: load.counters, broker=not args.no_broker)
     try:
         host.flush(sampler.psql, args.devices)
         time.sleep(2)
@@ -81,7 +81,11 @@ def run(args):
         load.stop.set()
         sampler.close()
     for person in load.people + load.clickers:
-        truth = fake.account(person.handle)
+        try:
+            truth = fake.account(person.handle)
+        except (FakeError, OSError) as error:  # the fake lost its state: say so, keep the run
+            emit({"type": "truth", "person": person.username, "error": str(error)})
+            continue
         truth.pop("blocked")
         emit({"type": "truth", "person": person.username, "handle": person.handle, **truth})
     emit({"type": "end", "t": time.time()})
@@ -111,6 +115,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--targets", default="", help="every person's targets, comma-separated")
     p.add_argument("--until-done", action="store_true", help="stop when every campaign is done")
+    p.add_argument("--no-broker", action="store_true", help="a host with no Redis broker")
     faultwork.add_commands(commands)
     watchwork.add_commands(commands)
     args = parser.parse_args(argv)

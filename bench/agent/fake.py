@@ -1,14 +1,17 @@
 """Everything the benchmark knows about the fake Bluesky, in one module: its test hooks
 (/_fake/...) on the host's loopback, and how it names synthetic accounts.
 
-It works with the fake as it is and with the stricter one of the fake-network issue: a
-setting, hook or total the running fake does not have is reported as missing (None or
-False), never faked here, and the report says so.
+The fake is on the host's loopback, or where BENCH_FAKE_HOST says (the cluster bench: the
+fake network's own host). It works with the fake as it is and with the stricter one of the
+fake-network issue: a setting, hook or total the running fake does not have is reported as
+missing (None or False), never faked here, and the report says so.
 """
 
 import http.client
 import json
+import os
 
+DEFAULT_HOST = os.environ.get("BENCH_FAKE_HOST", "127.0.0.1")
 DEFAULT_PORT = 8787
 # The per-account write windows a benchmark may compress (Bluesky's: an hour and a day).
 WRITE_WINDOWS = {"hour_window_s": 3600.0, "day_window_s": 86400.0}
@@ -26,7 +29,7 @@ class FakeError(RuntimeError):
 
 
 class Fake:
-    def __init__(self, host="127.0.0.1", port=DEFAULT_PORT, timeout=30.0):
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, timeout=30.0):
         self.host, self.port, self.timeout = host, port, timeout
         self._connection = None
 
@@ -140,8 +143,9 @@ class Fake:
         return data["block_count"] if status == 200 else None
 
     def totals(self):
-        """Block records, duplicates, 429s and requests over every account, or None when
-        this fake keeps no totals (the controller then counts blocks from the app)."""
+        """Block records, duplicates, 429s and requests over every account, and requests,
+        writes and 429s per client address, or None when this fake keeps no totals (the
+        controller then counts blocks from the app)."""
         status, data = self._request("GET", "/_fake/state")
         if status != 200 or "totals" not in data:
             return None
@@ -152,6 +156,7 @@ class Fake:
             "rate_limited": totals.get("rate_limited"),
             "ip_rate_limited": totals.get("ip_rate_limited"),
             "requests": totals.get("requests"),
+            "addresses": totals.get("addresses"),
         }
 
     # -- faults ---------------------------------------------------------------------

@@ -11,12 +11,13 @@ from .fake import Fake
 
 
 class Sampler:
-    def __init__(self, devices, emit, load_counters=None):
+    def __init__(self, devices, emit, load_counters=None, broker=True):
         self.devices, self.emit = devices, emit
         self.load_counters = load_counters or (lambda: {})
         self.cgroups = host.Cgroups()
         self.psql = host.Psql()
-        self.broker = Broker(Redis(broker_url()))
+        # A host with no Celery client (the cluster's database host) has no broker to sample.
+        self.broker = Broker(Redis(broker_url())) if broker else None
         self.fake = Fake(timeout=5)
         self.fake_totals = True  # until the fake says it keeps none
 
@@ -43,7 +44,7 @@ class Sampler:
             "pg": host.postgres_stats(self.psql),
             "memory": self.cgroups.sample(),
             "vm": host.vmstat(),
-            "broker": self.broker.sample(now),
+            "broker": self.broker.sample(now) if self.broker else None,
             "fake": self._fake(),
             "load": dict(self.load_counters()),
             "agent_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
@@ -66,4 +67,5 @@ class Sampler:
 
     def close(self):
         self.psql.close()
-        self.broker.redis.close()
+        if self.broker:
+            self.broker.redis.close()

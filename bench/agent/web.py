@@ -1,8 +1,10 @@
 """A person in a browser, as far as the benchmark needs one: the app's pages over https on
 the host's loopback (through nginx, gunicorn and Django, as a person's browser reaches
-them), with cookies, Django's CSRF token and the Origin header a browser sends."""
+them), with cookies, Django's CSRF token and the Origin header a browser sends. The pages are
+on the host's loopback, or at BENCH_WEB_HOST (the cluster bench: the web host's address)."""
 
 import http.client
+import os
 import re
 import ssl
 import time
@@ -11,6 +13,7 @@ from urllib.parse import urlencode
 _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 _ERRORS = re.compile(r'class="[^"]*errorlist[^"]*"[^>]*>(.*?)</ul>', re.S)
 _TAGS = re.compile(r"<[^>]+>")
+DEFAULT_HOST = os.environ.get("BENCH_WEB_HOST", "127.0.0.1")
 
 
 class WebError(RuntimeError):
@@ -26,7 +29,7 @@ def _tls():
 
 
 class Browser:
-    def __init__(self, host="127.0.0.1", port=443, timeout=60.0):
+    def __init__(self, host=DEFAULT_HOST, port=443, timeout=60.0):
         self.host, self.port, self.timeout = host, port, timeout
         self.origin = f"https://{host}" + ("" if port == 443 else f":{port}")
         self.cookies = {}
