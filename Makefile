@@ -6,6 +6,7 @@
 #   make check  lint and the fast tests: the edit-test loop
 #   make bench  the appliance against the seed's naive stack, on demand (docs/benchmarks.md)
 #   make faults the fault suite on the tuned bench host, on demand
+#   make bench-cluster  one workers host against two (molecule/cluster's hosts), on demand
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := $(CURDIR)/.venv
