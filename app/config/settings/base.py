@@ -311,7 +311,13 @@ if CELERY_BROKER_URL.startswith("sqs://"):
         "region": SQS_REGION,
         "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
         "wait_time_seconds": 20,  # long polling: fewer, cheaper requests
-        "polling_interval": 1,
+        # How long the consumer waits before it looks again after a poll that brought nothing,
+        # and also after finding every prefetch slot taken (kombu's SQS transport treats both
+        # alike). At 1 s a pool of 2 with prefetch 1 took about two tasks a second however
+        # short they were (make bench-cluster, docs/benchmarks.md). Looking again costs no
+        # request while the slots are full, and an empty queue is still long-polled, so a
+        # tenth of a second costs no more SQS requests.
+        "polling_interval": 0.1,
         "is_secure": not (SQS_QUEUE_URL_BASE.startswith("http://")),
         "predefined_queues": {
             name: {"url": f"{SQS_QUEUE_URL_BASE}{SQS_QUEUE_PREFIX}{name}"}
