@@ -243,6 +243,12 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
     rest = [i for i, did in enumerate(batch.dids) if did not in done and did not in failed]
     kind = KIND_OF_OP[batch.op]
     with transaction.atomic():
+        # The campaign's row first, then the batch's: the order in which ending a campaign
+        # (campaigns.end: the person's Cancel) takes them. The other way round, a batch saved
+        # while its campaign was being cancelled deadlocked with it, and Postgres aborted one
+        # of the two (the person's Cancel answered 500).
+        campaign = Campaign.objects.select_for_update().filter(pk=batch.campaign_id)
+        campaign = one_or_none(campaign.values("until", "action")) or {}
         if keep_rest and rest:
             changed = Batch.objects.filter(pk=batch.pk, state=Batch.State.QUEUED).update(
                 dids=[batch.dids[i] for i in rest],
@@ -252,8 +258,6 @@ def _save(batch, done, failed, skips=None, keep_rest=False, gave_up=False, reaso
         else:
             changed = Batch.objects.filter(pk=batch.pk).delete()[0]
         inserted = set()
-        campaign = Campaign.objects.filter(pk=batch.campaign_id).values("until", "action")
-        campaign = one_or_none(campaign) or {}
         companion = _companion(batch, campaign.get("action"))
         if done:
             with connection.cursor() as cursor:

@@ -63,3 +63,73 @@ def test_unlinking_without_lifting_says_how_many_stay(client, person, fakesky, c
     assert not LinkedAccount.objects.filter(user=user).exists()
     time.sleep(3)
     assert fakesky.state(user.handle)["block_count"] == 121
+
+
+def test_a_batch_saved_while_its_campaign_is_cancelled_waits_for_it_and_deadlocks_nothing(person):
+    """Cancel (campaigns.end) locks the campaign's row, then deletes its batches; a batch task
+    saving its result (batches._save) must take the two rows in the same order, or each waits
+    for the other and Postgres aborts one (the person's Cancel answered 500). Here Cancel's
+    transaction holds the campaign's row on a connection of its own while a batch is saved in
+    a thread; Cancel then deletes the batch at once and commits, and the save goes on after it,
+    still recording the block the network made."""
+    import threading
+
+    import psycopg2
+    from django.db import connection, connections
+    from django.utils import timezone
+
+    from blocking import batches
+    from bluesky.tids import next_tids
+
+    user = person()
+    campaign = Campaign.objects.create(
+        user=user, target_handle="t.fake.test", target_did="did:plc:t", action="block",
+        scope="followers", expected=1, found=1,
+    )  # fmt: skip
+    batch = Batch.objects.create(
+        owner_id=user.pk, campaign=campaign, op="block", dids=["did:plc:b"], handles=["b"],
+        rkeys=next_tids(1), not_before=timezone.now(),
+    )  # fmt: skip
+    params = connection.get_connection_params()
+    cancel = psycopg2.connect(**params)
+    # Another session watches who waits (a transaction sees pg_stat_activity as it first read it).
+    watcher = psycopg2.connect(**params)
+    watcher.autocommit = True
+    errors = []
+
+    def save():
+        try:
+            batches._save(batch, done={"did:plc:b": batch.rkeys[0]}, failed={})
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    try:
+        with cancel.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '20s'")
+            cursor.execute(
+                "SELECT id FROM blocking_campaign WHERE id = %s FOR UPDATE", [campaign.pk]
+            )
+            saving = threading.Thread(target=save)
+            saving.start()
+            # The save waits on a row lock (the campaign's, with the fix; the campaign's
+            # counters after it took the batch's row, without).
+            wait_until(lambda: waiting_on_a_lock(watcher), 30, message="the save to wait")
+            cursor.execute("DELETE FROM blocking_batch WHERE campaign_id = %s", [campaign.pk])
+            assert cursor.rowcount == 1
+        cancel.commit()
+    finally:
+        cancel.close()
+        watcher.close()
+    saving.join(60)
+    assert not saving.is_alive()
+    assert errors == []
+    assert ActionRecord.objects.filter(owner=user, subject_did="did:plc:b").count() == 1
+    assert Campaign.objects.get(pk=campaign.pk).acted == 1
+
+
+def waiting_on_a_lock(watcher):
+    with watcher.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return cursor.fetchone()[0] > 0
