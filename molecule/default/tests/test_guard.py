@@ -153,10 +153,13 @@ def test_a_write_load_pauses_bulk_interactive_goes_on_and_bulk_resumes_later(
     healthy = [when for when, message in timeline if "healthy again" in message]
     resume = next(when for when, message in timeline if "RESUME" in message)
     assert pause < resume
-    # Conservative: it resumed no sooner than GUARD_RESUME_AFTER_S after turning healthy.
-    assert resume - max(w for w in healthy if w < resume) >= float(
-        SIMULATED["GUARD_RESUME_AFTER_S"]
-    )
+    # Conservative: it resumed no sooner than GUARD_RESUME_AFTER_S after turning healthy, by
+    # its own clock (the RESUME line says how long it was healthy) and by the journal's, whose
+    # timestamps carry up to a second of scheduling jitter on a busy build machine.
+    resume_after = float(SIMULATED["GUARD_RESUME_AFTER_S"])
+    said = next(m for _, m in timeline if "RESUME" in m)
+    assert int(re.search(r"healthy for (\d+)s", said)[1]) >= resume_after, said
+    assert resume - max(w for w in healthy if w < resume) >= resume_after - 1.0
     assert "burst balance" in next(m for _, m in timeline if "PAUSE" in m)
     assert wait_until(
         lambda: (
