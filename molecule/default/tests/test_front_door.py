@@ -100,7 +100,9 @@ def test_guessing_is_refused_by_the_app_then_by_nginx(host, accounts):
     assert set(passed_nginx[limit:]) <= {"app"}, answers  # locked from then on
     # nginx_signin_burst (10) at once above the rate, then one every 6 s (10 a minute).
     assert 11 <= len(passed_nginx) <= 11 + int(elapsed / 6) + 1, (elapsed, answers)
-    assert answers[-1] == "nginx", answers
+    # nginx turns the rest away to the end; which of them got through is the clock's (one on
+    # each 6 s refill, possibly the very last, as a run of the sqs scenario saw).
+    assert "nginx" in answers[-3:], answers
 
     # The right password is refused too, from anywhere: the account is locked.
     from_loopback = Client(host, "127.0.0.1", "owner")
