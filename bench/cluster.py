@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from . import analysis, cluster_figures, docs, run
+from .agent import host
 
 REPO = run.REPO
 DOCS = run.DOCS
@@ -123,7 +124,8 @@ class Snapshots:
         self.devices = {tier: counted_var(HOSTS[tier]) if tier in TIERS else None for tier in HOSTS}
 
     def take(self):
-        stats = host_diskstats([d for d in self.devices.values() if d])
+        # The loop devices are the build machine's: its /proc/diskstats counts them.
+        stats = host.diskstats([d for d in self.devices.values() if d])
         hosts = {}
         for tier in HOSTS:
             disk = stats.get(self.devices[tier]) or {}
@@ -157,15 +159,6 @@ def read_int(path):
         return int(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def host_diskstats(devices):
-    found = {}
-    for line in Path("/proc/diskstats").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 7 and parts[2] in devices:
-            found[parts[2]] = {"reads": int(parts[3]), "writes": int(parts[7])}
-    return found
 
 
 def others():
